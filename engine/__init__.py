@@ -1,0 +1,1 @@
+"""Turning jobs into images: the request model, backends, routing and dispatch."""

@@ -1,0 +1,78 @@
+"""What each backend can render: documented ranges and defaults, and checking a request against them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.request import GenerationRequest
+
+
+@dataclass(frozen=True)
+class Range:
+    """An inclusive numeric range with the backend's default."""
+
+    low: float
+    high: float
+    default: float | None = None
+    integer: bool = False
+
+    def contains(self, value: Any) -> bool:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        if self.integer and int(value) != value:
+            return False
+        return self.low <= value <= self.high
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One of a fixed set of values."""
+
+    options: tuple[Any, ...]
+    default: Any = None
+
+    def contains(self, value: Any) -> bool:
+        return value in self.options
+
+
+Limit = Range | Choice
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One parameter a backend cannot accept, with what it does accept."""
+
+    backend: str
+    parameter: str
+    value: Any
+    allowed: Limit | None  # None: the backend does not take this parameter at all
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """Parameters a backend accepts. Parameters absent from ``limits`` are not supported."""
+
+    limits: dict[str, Limit] = field(default_factory=dict)
+    max_faces: int = 1
+    max_images: int = 4
+    size_multiple: int = 1
+
+    def check(self, backend: str, request: GenerationRequest) -> list[Problem]:
+        """Problems with the parameters the user set explicitly; empty when the backend can serve it."""
+        problems: list[Problem] = []
+        for name, value in request.explicit().items():
+            limit = self.limits.get(name)
+            if limit is None:
+                problems.append(Problem(backend, name, value, None))
+            elif not limit.contains(value):
+                problems.append(Problem(backend, name, value, limit))
+        if request.num_images > self.max_images:
+            problems.append(
+                Problem(backend, "num_images", request.num_images, Range(1, self.max_images, 1, True))
+            )
+        return problems
+
+    def default(self, name: str) -> Any:
+        limit = self.limits.get(name)
+        return None if limit is None else limit.default

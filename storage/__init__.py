@@ -1,0 +1,1 @@
+"""Tables, queries and blobs: the durable state of Likeness."""

@@ -1,0 +1,97 @@
+"""Content-addressed storage for photos and outputs: a local directory now, an object store later."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Protocol
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage import tables as t
+
+
+class BlobStore(Protocol):
+    """Immutable blobs named by the sha256 of their bytes, so one blob can serve several rows."""
+
+    async def put(self, data: bytes) -> str:
+        """Store the bytes; returns the key (their sha256). Storing the same bytes twice is free."""
+
+    async def get(self, key: str) -> bytes:
+        """The bytes; raises KeyError if the blob is gone."""
+
+    async def delete(self, key: str) -> None:
+        """Remove the blob if present."""
+
+    async def exists(self, key: str) -> bool: ...
+
+
+def blob_key(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class LocalBlobStore:
+    """Blobs under ``root/ab/cd/<sha256>``, written atomically (temp file + rename)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, key: str) -> Path:
+        if len(key) != 64 or not all(c in "0123456789abcdef" for c in key):
+            raise KeyError(key)
+        return self.root / key[:2] / key[2:4] / key
+
+    async def put(self, data: bytes) -> str:
+        key = blob_key(data)
+        await asyncio.to_thread(self._write, key, data)
+        return key
+
+    def _write(self, key: str, data: bytes) -> None:
+        target = self.path(key)
+        if target.exists():
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    async def get(self, key: str) -> bytes:
+        try:
+            return await asyncio.to_thread(self.path(key).read_bytes)
+        except FileNotFoundError as exc:
+            raise KeyError(key) from exc
+
+    async def delete(self, key: str) -> None:
+        await asyncio.to_thread(self.path(key).unlink, missing_ok=True)
+
+    async def exists(self, key: str) -> bool:
+        return await asyncio.to_thread(self.path(key).exists)
+
+
+async def release(*, session: AsyncSession, owner: str) -> list[str]:
+    """Drop every reference held by ``owner``; returns the keys nothing references any more.
+
+    The caller deletes those blobs after its transaction commits.
+    """
+    r = t.blob_refs.c
+    keys = list((await session.execute(select(r.blob_key).where(r.owner == owner))).scalars())
+    if not keys:
+        return []
+    await session.execute(delete(t.blob_refs).where(r.owner == owner))
+    other = t.blob_refs.alias("other")
+    still_used = (
+        await session.execute(
+            select(other.c.blob_key).where(other.c.blob_key.in_(keys)).distinct()
+        )
+    ).scalars()
+    used = set(still_used)
+    return [key for key in keys if key not in used]

@@ -1,0 +1,184 @@
+"""SQLModel tables. Timestamps are UTC epoch seconds (floats): portable and cheap to compare."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, String, UniqueConstraint, text
+from sqlmodel import Field, SQLModel
+
+from storage.states import DeliveryState, JobState, Tier
+
+
+def _json(**kw: Any) -> Any:
+    return Field(default_factory=dict, sa_column=Column(JSON, nullable=False), **kw)
+
+
+def _json_list() -> Any:
+    return Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+
+
+class User(SQLModel, table=True):
+    __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("platform", "platform_user_id", name="uq_users_platform_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    platform: str = Field(max_length=16)
+    platform_user_id: str = Field(max_length=64)
+    display_name: str = Field(default="", max_length=128)
+    tier: Tier = Field(default=Tier.FREE, sa_type=String(16))
+    banned: bool = False
+    ban_reason: str = Field(default="", max_length=256)
+    unlimited: bool = False
+    credits: int = 0
+    reserved: int = 0
+    daily_jobs_limit: int | None = None
+    running_cap: int | None = None
+    day: str = Field(default="", max_length=10)  # UTC date the day_jobs counter belongs to
+    day_jobs: int = 0
+    last_vfinish: float = 0.0  # fair-queuing finish tag of the user's latest job
+    created_at: float = 0.0
+
+
+class Identity(SQLModel, table=True):
+    __tablename__ = "identities"
+    __table_args__ = (UniqueConstraint("user_id", "name", name="uq_identities_user_name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="users.id", index=True)
+    name: str = Field(max_length=64)
+    is_default: bool = False
+    photo_keys: list[str] = _json_list()
+    created_at: float = 0.0
+
+
+class Job(SQLModel, table=True):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        Index(
+            "ix_jobs_queue",
+            "priority",
+            "fair_key",
+            sqlite_where=text("state = 'queued'"),
+            postgresql_where=text("state = 'queued'"),
+        ),
+        Index("ix_jobs_user_state", "user_id", "state"),
+        Index("ix_jobs_state_lease", "state", "lease_until"),
+        Index(
+            "ix_jobs_delivery",
+            "delivery_state",
+            sqlite_where=text("delivery_state = 'pending'"),
+            postgresql_where=text("delivery_state = 'pending'"),
+        ),
+        Index("ix_jobs_created", "created_at"),
+    )
+
+    id: str = Field(primary_key=True, max_length=128)  # the idempotency key from the chat event
+    user_id: int = Field(foreign_key="users.id")
+    kind: str = Field(default="imagine", max_length=16)
+    parent_id: str | None = Field(default=None, max_length=128)
+    state: JobState = Field(default=JobState.QUEUED, sa_type=String(16))
+    params: dict[str, Any] = _json()
+    face_keys: list[str] = _json_list()
+    route: list[str] = _json_list()
+    backend: str | None = Field(default=None, max_length=32)
+    pinned: bool = False  # operator pinned one backend: no failover
+    attempt: int = 0
+    max_attempts: int = 3
+    priority: int = 0
+    fair_key: float = 0.0
+    run_after: float = 0.0
+    lease_owner: str | None = Field(default=None, max_length=128)
+    lease_until: float | None = None
+    deadline_at: float | None = None
+    cancel_requested: bool = False
+    provider_ref: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    cost: int = 0
+    spend_usd: float = 0.0
+    seed: str | None = Field(default=None, max_length=64)
+    reply_target: dict[str, Any] = _json()
+    delivery_state: DeliveryState = Field(default=DeliveryState.NONE, sa_type=String(16))
+    delivery_path: str | None = Field(default=None, max_length=32)
+    delivery_attempts: int = 0
+    error: str | None = Field(default=None, max_length=64)
+    error_detail: str | None = Field(default=None, max_length=1024)
+    expired: bool = False  # photos and outputs removed by retention; the row stays as history
+    created_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+    updated_at: float = 0.0
+
+
+class JobEvent(SQLModel, table=True):
+    __tablename__ = "job_events"
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(max_length=128, index=True)
+    at: float = 0.0
+    kind: str = Field(max_length=32)
+    data: dict[str, Any] = _json()
+
+
+class LedgerEntry(SQLModel, table=True):
+    __tablename__ = "ledger"
+    # Exactly one reserve, and one commit or refund, per job; NULL job ids (grants) never collide.
+    __table_args__ = (UniqueConstraint("job_id", "kind", name="uq_ledger_job_kind"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="users.id", index=True)
+    job_id: str | None = Field(default=None, max_length=128)
+    kind: str = Field(max_length=16)
+    amount: int
+    at: float = 0.0
+    actor: str = Field(default="", max_length=64)
+    note: str = Field(default="", max_length=256)
+
+
+class Image(SQLModel, table=True):
+    __tablename__ = "images"
+    __table_args__ = (UniqueConstraint("job_id", "index", name="uq_images_job_index"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(max_length=128, index=True)
+    index: int
+    blob_key: str = Field(max_length=80)
+    sha256: str = Field(max_length=64)
+    content_type: str = Field(max_length=32)
+    size_bytes: int
+    width: int
+    height: int
+    nsfw: bool = False
+
+
+class BlobRef(SQLModel, table=True):
+    """Who uses a blob. A blob is deleted only when its last reference goes."""
+
+    __tablename__ = "blob_refs"
+
+    blob_key: str = Field(primary_key=True, max_length=80)
+    owner: str = Field(primary_key=True, max_length=160)  # e.g. "job:<id>", "identity:<id>"
+
+
+class AuditEntry(SQLModel, table=True):
+    __tablename__ = "audit_log"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: float = 0.0
+    actor: str = Field(max_length=64)
+    action: str = Field(max_length=32)
+    target: str = Field(default="", max_length=128)
+    detail: dict[str, Any] = _json()
+
+
+class ScopeSettings(SQLModel, table=True):
+    """Operator settings per scope: "global", "telegram:chat:<id>", "discord:guild:<id>"."""
+
+    __tablename__ = "scope_settings"
+
+    scope: str = Field(primary_key=True, max_length=96)
+    paused: bool = False
+    pause_reason: str = Field(default="", max_length=256)
+    daily_jobs: int | None = None
+    channels: list[str] = _json_list()
+    extra: dict[str, Any] = _json()
+    updated_at: float = 0.0

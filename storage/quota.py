@@ -1,0 +1,214 @@
+"""Users and their quota: credits, daily job limits, bans, grants, and the reconciler."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage import tables as t
+from storage.models import User
+from storage.states import UNFINISHED_STATES, LedgerKind, Tier
+
+GLOBAL_SCOPE = "global"
+
+
+async def record_entry(
+    session: AsyncSession,
+    user_id: int,
+    job_id: str | None,
+    kind: LedgerKind,
+    amount: int,
+    now: float,
+    *,
+    actor: str = "",
+    note: str = "",
+) -> None:
+    """Append to the credit ledger; (job_id, kind) is unique, so a job moves quota once per kind."""
+    await session.execute(
+        t.ledger.insert().values(
+            user_id=user_id, job_id=job_id, kind=kind, amount=amount, at=now, actor=actor, note=note
+        )
+    )
+
+
+def _insert(session: AsyncSession, table: Any) -> Any:
+    return (pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert)(table)
+
+
+async def find_user(*, session: AsyncSession, platform: str, platform_user_id: str) -> User | None:
+    row = (
+        await session.execute(
+            select(User).where(User.platform == platform, User.platform_user_id == platform_user_id)  # type: ignore[arg-type]
+        )
+    ).scalar_one_or_none()
+    return row
+
+
+async def ensure_user(
+    *,
+    session: AsyncSession,
+    platform: str,
+    platform_user_id: str,
+    now: float,
+    welcome_credits: int,
+    display_name: str = "",
+    tier: Tier = Tier.FREE,
+    unlimited: bool = False,
+) -> User:
+    """The user, created with the welcome credits (recorded as a grant) on first sight."""
+    created = await session.execute(
+        _insert(session, t.users)
+        .values(
+            platform=platform,
+            platform_user_id=platform_user_id,
+            display_name=display_name[:128],
+            tier=tier,
+            banned=False,
+            ban_reason="",
+            unlimited=unlimited,
+            credits=welcome_credits,
+            reserved=0,
+            day="",
+            day_jobs=0,
+            last_vfinish=0.0,
+            created_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["platform", "platform_user_id"])
+    )
+    user = await find_user(session=session, platform=platform, platform_user_id=platform_user_id)
+    assert user is not None
+    if created.rowcount == 1 and welcome_credits:
+        await record_entry(session, user.id or 0, None, LedgerKind.GRANT, welcome_credits, now, note="welcome")
+    return user
+
+
+async def grant(*, session: AsyncSession, user_id: int, amount: int, actor: str, now: float, note: str = "") -> int:
+    """Add credits (negative takes them away, never below zero). Returns the new balance."""
+    u = t.users.c
+    current = (await session.execute(select(u.credits).where(u.id == user_id))).scalar_one()
+    delta = max(amount, -int(current))
+    row = (
+        await session.execute(
+            update(t.users).where(u.id == user_id).values(credits=u.credits + delta).returning(u.credits)
+        )
+    ).one()
+    kind = LedgerKind.GRANT if delta >= 0 else LedgerKind.ADJUST
+    await record_entry(session, user_id, None, kind, delta, now, actor=actor, note=note)
+    return int(row.credits)
+
+
+async def set_user_fields(*, session: AsyncSession, user_id: int, **values: Any) -> None:
+    await session.execute(update(t.users).where(t.users.c.id == user_id).values(**values))
+
+
+async def get_scope(*, session: AsyncSession, scope: str) -> dict[str, Any] | None:
+    row = (await session.execute(select(t.scope_settings).where(t.scope_settings.c.scope == scope))).first()
+    return None if row is None else dict(row._mapping)
+
+
+async def update_scope(*, session: AsyncSession, scope: str, now: float, **values: Any) -> None:
+    """Create or change the operator settings of one scope (global, a chat or a guild)."""
+    defaults: dict[str, Any] = {"paused": False, "pause_reason": "", "channels": [], "extra": {}}
+    statement = _insert(session, t.scope_settings).values(
+        scope=scope, updated_at=now, **{**defaults, **values}
+    )
+    await session.execute(
+        statement.on_conflict_do_update(index_elements=["scope"], set_={"updated_at": now, **values})
+    )
+
+
+async def audit(
+    *, session: AsyncSession, actor: str, action: str, target: str, now: float, detail: dict[str, Any] | None = None
+) -> None:
+    await session.execute(
+        t.audit_log.insert().values(at=now, actor=actor, action=action, target=target, detail=detail or {})
+    )
+
+
+@dataclass(frozen=True)
+class Drift:
+    """A broken quota invariant, for the operator."""
+
+    kind: str
+    user_id: int | None
+    job_id: str | None
+    expected: int
+    found: int
+
+
+async def reconcile(*, session: AsyncSession) -> list[Drift]:
+    """Check the quota invariants; an empty list means the books balance.
+
+    - a user's ``reserved`` equals the cost of their unfinished jobs;
+    - every job has one reserve, and once finished exactly one commit or refund (none before);
+    - a user's ``credits`` equal their grants and adjustments minus their commits.
+    """
+    drift: list[Drift] = []
+    j, u, led = t.jobs.c, t.users.c, t.ledger.c
+    in_flight = (
+        select(j.user_id, func.sum(j.cost).label("cost"))
+        .where(j.state.in_([s.value for s in UNFINISHED_STATES]))
+        .group_by(j.user_id)
+        .subquery()
+    )
+    rows = await session.execute(
+        select(u.id, u.reserved, func.coalesce(in_flight.c.cost, 0).label("cost")).outerjoin(
+            in_flight, in_flight.c.user_id == u.id
+        )
+    )
+    for row in rows:
+        if int(row.reserved) != int(row.cost):
+            drift.append(Drift("reserved", row.id, None, int(row.cost), int(row.reserved)))
+
+    settled = (
+        select(led.job_id, func.count().label("n"))
+        .where(led.kind.in_([LedgerKind.COMMIT, LedgerKind.REFUND]))
+        .group_by(led.job_id)
+        .subquery()
+    )
+    reserves = (
+        select(led.job_id, func.count().label("n")).where(led.kind == LedgerKind.RESERVE).group_by(led.job_id).subquery()
+    )
+    rows = await session.execute(
+        select(j.id, j.user_id, j.state, func.coalesce(settled.c.n, 0).label("settled"), func.coalesce(reserves.c.n, 0).label("reserves"))
+        .outerjoin(settled, settled.c.job_id == j.id)
+        .outerjoin(reserves, reserves.c.job_id == j.id)
+    )
+    unfinished = {s.value for s in UNFINISHED_STATES}
+    for row in rows:
+        if int(row.reserves) != 1:
+            drift.append(Drift("reserve_entries", row.user_id, row.id, 1, int(row.reserves)))
+        expected = 0 if row.state in unfinished else 1
+        if int(row.settled) != expected:
+            drift.append(Drift("settle_entries", row.user_id, row.id, expected, int(row.settled)))
+
+    movements = (
+        select(
+            led.user_id,
+            func.sum(led.amount).filter(led.kind.in_([LedgerKind.GRANT, LedgerKind.ADJUST])).label("granted"),
+            func.sum(led.amount).filter(led.kind == LedgerKind.COMMIT).label("spent"),
+        )
+        .group_by(led.user_id)
+        .subquery()
+    )
+    rows = await session.execute(
+        select(
+            u.id,
+            u.credits,
+            u.unlimited,
+            func.coalesce(movements.c.granted, 0).label("granted"),
+            func.coalesce(movements.c.spent, 0).label("spent"),
+        ).outerjoin(movements, movements.c.user_id == u.id)
+    )
+    for row in rows:
+        if row.unlimited:
+            continue
+        expected = int(row.granted) - int(row.spent)
+        if int(row.credits) != expected:
+            drift.append(Drift("credits", row.id, None, expected, int(row.credits)))
+    return drift

@@ -1,0 +1,1 @@
+"""Store tests: the same contract on SQLite and PostgreSQL."""

@@ -1,0 +1,44 @@
+"""Small builders shared by the store tests."""
+
+from __future__ import annotations
+
+import itertools
+
+from storage import jobs, quota
+from storage.db import Database
+from storage.models import Job
+
+_users = itertools.count(1)
+
+
+async def new_user(db: Database, *, credits: int = 100, now: float = 1000.0, platform: str = "telegram") -> int:
+    async with db.write() as session:
+        user = await quota.ensure_user(
+            session=session,
+            platform=platform,
+            platform_user_id=str(next(_users)),
+            now=now,
+            welcome_credits=credits,
+        )
+    assert user.id is not None
+    return user.id
+
+
+async def submit(db: Database, job_id: str, user_id: int, *, cost: int = 1, now: float = 1000.0, daily: int = 10_000) -> Job:
+    async with db.write() as session:
+        return await jobs.submit(
+            session=session,
+            job=jobs.NewJob(id=job_id, user_id=user_id, params={"prompt": "p"}, cost=cost, route=["fake"]),
+            now=now,
+            daily_jobs_default=daily,
+        )
+
+
+async def claim(db: Database, *, worker: str = "w", now: float = 1000.0, lease_s: float = 30, cap: int = 100) -> Job | None:
+    async with db.write() as session:
+        return await jobs.claim(session=session, worker=worker, lease_s=lease_s, running_cap=cap, now=now)
+
+
+async def drift(db: Database) -> list[quota.Drift]:
+    async with db.read() as session:
+        return await quota.reconcile(session=session)

@@ -1,0 +1,213 @@
+"""The job ledger's transitions, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from storage import jobs
+from storage.db import Database
+from storage.errors import DuplicateJob, QuotaRefused, RefusalReason
+from storage.states import DeliveryState, JobState
+from tests.storage.ledger_helpers import claim, drift, new_user, submit
+
+
+async def credits_of(db: Database, user_id: int) -> tuple[int, int]:
+    from storage.models import User
+
+    async with db.read() as session:
+        user = await session.get(User, user_id)
+        assert user is not None
+        return user.credits, user.reserved
+
+
+async def test_submit_claim_complete_charges_once(db: Database) -> None:
+    user = await new_user(db, credits=5)
+    await submit(db, "job-1", user, cost=2)
+    assert await credits_of(db, user) == (5, 2)
+    job = await claim(db)
+    assert job is not None and job.id == "job-1" and job.attempt == 1 and job.state == JobState.RUNNING
+    async with db.write() as session:
+        image = jobs.NewImage(0, "a" * 64, "a" * 64, "image/png", 10, 8, 8)
+        assert await jobs.complete(session=session, job_id="job-1", attempt=1, images=[image], now=1001.0)
+        # A second completion of the same attempt changes nothing.
+        assert not await jobs.complete(session=session, job_id="job-1", attempt=1, images=[], now=1002.0)
+    assert await credits_of(db, user) == (3, 0)
+    async with db.read() as session:
+        done = await jobs.get(session=session, job_id="job-1")
+    assert done is not None and done.state == JobState.SUCCEEDED and done.delivery_state == DeliveryState.PENDING
+    assert await drift(db) == []
+
+
+async def test_same_idempotency_key_twice_gives_one_job_one_reservation(db: Database) -> None:
+    user = await new_user(db, credits=5)
+    await submit(db, "dup", user)
+    with pytest.raises(DuplicateJob):
+        await submit(db, "dup", user)
+    assert await credits_of(db, user) == (5, 1)
+    assert await drift(db) == []
+
+
+async def test_concurrent_duplicate_submits_make_one_job(db: Database) -> None:
+    user = await new_user(db, credits=5)
+    results = await asyncio.gather(*(submit(db, "same", user) for _ in range(8)), return_exceptions=True)
+    assert sum(not isinstance(r, BaseException) for r in results) == 1
+    assert all(isinstance(r, DuplicateJob) for r in results if isinstance(r, BaseException))
+    assert await credits_of(db, user) == (5, 1)
+
+
+async def test_fifty_concurrent_submits_against_ten_credits(db: Database) -> None:
+    user = await new_user(db, credits=10)
+    results = await asyncio.gather(*(submit(db, f"j{i}", user) for i in range(50)), return_exceptions=True)
+    accepted = [r for r in results if not isinstance(r, BaseException)]
+    refused = [r for r in results if isinstance(r, BaseException)]
+    assert len(accepted) == 10
+    assert len(refused) == 40
+    assert all(isinstance(r, QuotaRefused) and r.reason == RefusalReason.NO_CREDITS for r in refused)
+    assert all(r.available == 0 and r.needed == 1 for r in refused if isinstance(r, QuotaRefused))
+    assert await credits_of(db, user) == (10, 10)
+    assert await drift(db) == []
+
+
+async def test_daily_limit_and_ban_refuse_without_writing(db: Database) -> None:
+    user = await new_user(db, credits=100)
+    for i in range(3):
+        await submit(db, f"d{i}", user, daily=3)
+    with pytest.raises(QuotaRefused) as refused:
+        await submit(db, "d3", user, daily=3)
+    assert refused.value.reason == RefusalReason.DAILY_LIMIT and refused.value.limit == 3
+    # The next UTC day starts a fresh count.
+    await submit(db, "next-day", user, daily=3, now=1000.0 + 86_400)
+    from storage import quota
+
+    async with db.write() as session:
+        await quota.set_user_fields(session=session, user_id=user, banned=True)
+    with pytest.raises(QuotaRefused) as banned:
+        await submit(db, "banned", user, now=1000.0 + 86_400)
+    assert banned.value.reason == RefusalReason.BANNED
+    assert await credits_of(db, user) == (100, 4)
+
+
+async def test_cancel_in_each_state(db: Database) -> None:
+    user = await new_user(db, credits=10)
+    await submit(db, "queued", user)
+    await submit(db, "running", user)
+    async with db.write() as session:
+        assert await jobs.cancel(session=session, job_id="queued", now=1001.0) == jobs.CancelOutcome.CANCELLED
+    assert await credits_of(db, user) == (10, 1)  # refunded at once
+    job = await claim(db)
+    assert job is not None and job.id == "running"
+    async with db.write() as session:
+        assert await jobs.cancel(session=session, job_id="running", now=1001.0) == jobs.CancelOutcome.REQUESTED
+        beat = await jobs.heartbeat(session=session, job_id="running", attempt=1, lease_s=30, now=1002.0)
+    assert beat is not None and beat.cancel_requested
+    async with db.write() as session:
+        assert await jobs.finish_cancelled(session=session, job_id="running", attempt=1, now=1003.0)
+        # Terminal: cancelling again is a no-op and refunds nothing more.
+        assert await jobs.cancel(session=session, job_id="running", now=1004.0) == jobs.CancelOutcome.NOOP
+        assert await jobs.cancel(session=session, job_id="queued", now=1004.0) == jobs.CancelOutcome.NOOP
+    assert await credits_of(db, user) == (10, 0)
+    assert await drift(db) == []
+
+
+async def test_stale_attempt_is_rejected_after_lease_expiry(db: Database) -> None:
+    user = await new_user(db)
+    await submit(db, "lease", user)
+    first = await claim(db, worker="a", now=1000.0, lease_s=5)
+    assert first is not None and first.attempt == 1
+    async with db.write() as session:
+        assert await jobs.expire_leases(session=session, now=1006.0) == ["lease"]
+    second = await claim(db, worker="b", now=1006.0)
+    assert second is not None and second.attempt == 2
+    async with db.write() as session:
+        # The first worker wakes up: every transition of its attempt is refused.
+        assert await jobs.heartbeat(session=session, job_id="lease", attempt=1, lease_s=5, now=1007.0) is None
+        assert not await jobs.complete(session=session, job_id="lease", attempt=1, images=[], now=1007.0)
+        assert not await jobs.fail(session=session, job_id="lease", attempt=1, reason="x", now=1007.0)
+        assert await jobs.complete(session=session, job_id="lease", attempt=2, images=[], now=1008.0)
+    assert await credits_of(db, user) == (99, 0)
+    assert await drift(db) == []
+
+
+async def test_retry_later_then_fail_refunds(db: Database) -> None:
+    user = await new_user(db, credits=3)
+    await submit(db, "r", user)
+    job = await claim(db, now=1000.0)
+    assert job is not None
+    async with db.write() as session:
+        assert await jobs.retry_later(session=session, job_id="r", attempt=1, run_after=1010.0, reason="429", now=1000.0)
+    assert await claim(db, now=1005.0) is None  # not due yet
+    again = await claim(db, now=1010.0)
+    assert again is not None and again.attempt == 2
+    async with db.write() as session:
+        assert await jobs.fail(session=session, job_id="r", attempt=2, reason="provider_failed", now=1011.0)
+    assert await credits_of(db, user) == (3, 0)
+    assert await drift(db) == []
+
+
+async def test_lease_expiry_with_attempts_exhausted_fails_and_refunds(db: Database) -> None:
+    user = await new_user(db, credits=3)
+    await submit(db, "poison", user)
+    for attempt in range(1, 4):
+        job = await claim(db, now=1000.0 * attempt, lease_s=1)
+        assert job is not None and job.attempt == attempt
+        async with db.write() as session:
+            await jobs.expire_leases(session=session, now=1000.0 * attempt + 2)
+    async with db.read() as session:
+        job = await jobs.get(session=session, job_id="poison")
+    assert job is not None and job.state == JobState.FAILED and job.error == "lease_expired"
+    assert await credits_of(db, user) == (3, 0)
+
+
+async def test_fairness_newcomer_claimed_within_two_claims(db: Database) -> None:
+    heavy = await new_user(db, credits=1000)
+    light = await new_user(db, credits=10)
+    for i in range(100):
+        await submit(db, f"a{i:03}", heavy, now=1000.0 + i * 0.001)
+    claimed = [await claim(db, now=1001.0) for _ in range(10)]
+    assert all(job is not None and job.user_id == heavy for job in claimed)
+    await submit(db, "b0", light, now=1002.0)
+    next_two = [await claim(db, now=1003.0) for _ in range(2)]
+    assert "b0" in {job.id for job in next_two if job is not None}
+
+
+async def test_running_cap_is_filtered_inside_the_claim(db: Database) -> None:
+    busy = await new_user(db, credits=100)
+    other = await new_user(db, credits=100)
+    for i in range(5):
+        await submit(db, f"busy{i}", busy)
+    await submit(db, "other", other, now=1000.5)
+    got = [await claim(db, cap=2, now=1001.0) for _ in range(4)]
+    ids = [job.id for job in got if job is not None]
+    # Two of the busy user's jobs, then the other user's job, then nothing: the cap holds.
+    assert len(ids) == 3 and "other" in ids
+
+
+async def test_queue_position(db: Database) -> None:
+    a = await new_user(db)
+    b = await new_user(db)
+    await submit(db, "a1", a)
+    await submit(db, "a2", a)
+    await submit(db, "b1", b)
+    async with db.read() as session:
+        positions = {j: await jobs.queue_position(session=session, job_id=j) for j in ("a1", "a2", "b1")}
+    assert positions["a1"] == 1
+    assert sorted(positions.values()) == [1, 2, 3]
+    await claim(db)
+    async with db.read() as session:
+        assert await jobs.queue_position(session=session, job_id="a1") is None
+
+
+async def test_delivery_marked_once(db: Database) -> None:
+    user = await new_user(db)
+    await submit(db, "d", user)
+    await claim(db)
+    async with db.write() as session:
+        await jobs.complete(session=session, job_id="d", attempt=1, images=[], now=1001.0)
+    async with db.read() as session:
+        pending = await jobs.pending_deliveries(session=session, platforms=["telegram"])
+    assert [job.id for job in pending] == ["d"]
+    async with db.write() as session:
+        assert await jobs.mark_delivery(session=session, job_id="d", state=DeliveryState.DELIVERED, path="reply", now=1002.0)
+        assert not await jobs.mark_delivery(session=session, job_id="d", state=DeliveryState.DELIVERED, path="reply", now=1003.0)

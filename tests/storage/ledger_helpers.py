@@ -42,3 +42,13 @@ async def claim(db: Database, *, worker: str = "w", now: float = 1000.0, lease_s
 async def drift(db: Database) -> list[quota.Drift]:
     async with db.read() as session:
         return await quota.reconcile(session=session)
+
+
+async def credits_of(db: Database, user_id: int) -> tuple[int, int]:
+    """(credits, reserved) of a user."""
+    from storage.models import User
+
+    async with db.read() as session:
+        user = await session.get(User, user_id)
+        assert user is not None
+        return user.credits, user.reserved

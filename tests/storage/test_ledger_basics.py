@@ -10,16 +10,7 @@ from storage import jobs
 from storage.db import Database
 from storage.errors import DuplicateJob, QuotaRefused, RefusalReason
 from storage.states import DeliveryState, JobState
-from tests.storage.ledger_helpers import claim, drift, new_user, submit
-
-
-async def credits_of(db: Database, user_id: int) -> tuple[int, int]:
-    from storage.models import User
-
-    async with db.read() as session:
-        user = await session.get(User, user_id)
-        assert user is not None
-        return user.credits, user.reserved
+from tests.storage.ledger_helpers import claim, credits_of, drift, new_user, submit
 
 
 async def test_submit_claim_complete_charges_once(db: Database) -> None:

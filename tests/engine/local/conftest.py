@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +22,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     reason = _gpu_unavailable_reason()
     if reason is None:
         return
+    here = Path(__file__).parent
     for item in items:
-        if "gpu" in item.keywords:
+        if "gpu" in item.keywords and here in item.path.parents:
             item.add_marker(pytest.mark.skip(reason=reason))

@@ -1,0 +1,160 @@
+"""The denoise loop: ID gating, true CFG's negative pass, reproducible seeds, VAE decode."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from engine.local.injection import IdentityInjection
+from engine.local.sampling import (
+    IdEmbedding,
+    PromptEmbedding,
+    SamplingParams,
+    TextEncoders,
+    decode,
+    denoise,
+    encode_prompt,
+    initial_noise,
+    latent_size,
+    pack,
+    unpack,
+)
+
+import tiny
+
+HW = latent_size(32, 32, 2)  # 32x32 pixels with the tiny VAE (scale 2) -> 16x16 latent, 64 tokens
+
+
+def prompt(seed: int = 0) -> PromptEmbedding:
+    g = torch.Generator().manual_seed(seed)
+    return PromptEmbedding(torch.randn(1, 6, 32, generator=g), torch.randn(1, 32, generator=g), torch.zeros(6, 3))
+
+
+def identity(seed: int) -> IdEmbedding:
+    g = torch.Generator().manual_seed(seed)
+    return IdEmbedding(torch.randn(1, 4, 16, generator=g), torch.randn(1, 4, 16, generator=g))
+
+
+def run(
+    params: SamplingParams,
+    *,
+    ident: IdEmbedding | None,
+    hooked: bool = True,
+    seed: int = 7,
+    negative: PromptEmbedding | None = None,
+    transformer: Any = None,
+    injection: IdentityInjection | None = None,
+) -> torch.Tensor:
+    transformer = transformer if transformer is not None else tiny.tiny_transformer()
+    if hooked and injection is None:
+        injection = IdentityInjection(tiny.tiny_adapter())
+        injection.attach(transformer)
+    noise = initial_noise(seed, 4, *HW, device=torch.device("cpu"), dtype=torch.float32)
+    return denoise(
+        transformer,
+        tiny.tiny_scheduler(),
+        injection if hooked else None,
+        noise,
+        HW,
+        prompt(),
+        params,
+        identity=ident,
+        negative=negative,
+    )
+
+
+BASE = SamplingParams(width=32, height=32, steps=3, guidance=3.5)
+
+
+def test_zero_id_weight_is_bit_identical_to_plain_flux() -> None:
+    plain = run(BASE, ident=None, hooked=False)
+    assert torch.equal(run(BASE.__class__(**{**BASE.__dict__, "id_weight": 0.0}), ident=identity(1)), plain)
+    with_id = run(BASE, ident=identity(1))
+    assert (with_id - plain).abs().max() > 1e-3
+
+
+def test_start_step_at_or_past_steps_is_bit_identical_to_plain_flux() -> None:
+    plain = run(BASE, ident=None, hooked=False)
+    for start in (3, 10):
+        params = SamplingParams(width=32, height=32, steps=3, guidance=3.5, start_step=start)
+        assert torch.equal(run(params, ident=identity(1)), plain)
+
+
+def test_identities_change_latents_and_same_identity_and_seed_reproduce() -> None:
+    a1 = run(BASE, ident=identity(1))
+    a2 = run(BASE, ident=identity(1))
+    b = run(BASE, ident=identity(2))
+    assert torch.equal(a1, a2)
+    assert (a1 - b).abs().max() > 1e-3
+    assert (run(BASE, ident=identity(1), seed=8) - a1).abs().max() > 1e-3
+
+
+def test_id_is_injected_only_from_start_step() -> None:
+    transformer = tiny.tiny_transformer()
+    adapter = tiny.tiny_adapter()
+    injection = IdentityInjection(adapter)
+    injection.attach(transformer)
+    per_call: list[int] = []
+    counter = [0]
+    adapter.pulid_ca[0].register_forward_hook(lambda *a: counter.__setitem__(0, counter[0] + 1))
+
+    def after(*args: Any) -> None:
+        per_call.append(counter[0])
+        counter[0] = 0
+
+    transformer.register_forward_hook(after)
+    params = SamplingParams(width=32, height=32, steps=4, guidance=3.5, start_step=2)
+    run(params, ident=identity(1), transformer=transformer, injection=injection)
+    assert per_call == [0, 0, 1, 1]
+
+
+def test_true_cfg_makes_2n_minus_1_calls_and_negative_pass_gets_uncond_id() -> None:
+    transformer = tiny.tiny_transformer()
+    injection = IdentityInjection(tiny.tiny_adapter())
+    injection.attach(transformer)
+    seen: list[tuple[torch.Tensor, torch.Tensor | None]] = []
+    transformer.register_forward_pre_hook(
+        lambda m, args, kwargs: seen.append((kwargs["encoder_hidden_states"], injection._id_tokens)),
+        with_kwargs=True,
+    )
+    ident = identity(1)
+    negative = prompt(9)
+    params = SamplingParams(width=32, height=32, steps=4, guidance=1.0, true_cfg=3.0)
+    out = run(params, ident=ident, negative=negative, transformer=transformer, injection=injection)
+    assert len(seen) == 2 * 4 - 1
+    # Step 0 runs the positive pass only; then (positive, negative) per step.
+    positive, negative_calls = [seen[0], *seen[1::2]], seen[2::2]
+    assert len(negative_calls) == 3
+    assert all(torch.equal(text, prompt().text) and ids is ident.cond for text, ids in positive)
+    for text, ids in negative_calls:
+        assert torch.equal(text, negative.text)
+        assert ids is ident.uncond
+        assert ids.abs().sum() > 0
+    no_cfg = run(SamplingParams(width=32, height=32, steps=4, guidance=1.0), ident=ident)
+    assert (out - no_cfg).abs().max() > 1e-3
+
+
+def test_true_cfg_without_negative_is_refused() -> None:
+    with pytest.raises(ValueError, match="negative"):
+        run(SamplingParams(width=32, height=32, steps=2, guidance=1.0, true_cfg=2.0), ident=None)
+
+
+def test_pack_roundtrip_and_decode() -> None:
+    x = torch.randn(2, 4, 8, 12)
+    assert pack(x).shape == (2, 24, 16)
+    assert torch.equal(unpack(pack(x), 8, 12), x)
+    latents = run(BASE, ident=None, hooked=False)
+    images = decode(tiny.tiny_vae(), latents, HW)
+    assert images.shape == (1, 3, 32, 32)
+    assert 0 <= images.min() and images.max() <= 1
+
+
+def test_encode_prompt_with_tiny_text_encoders() -> None:
+    parts = tiny.tiny_text_parts()
+    encoders = TextEncoders(**parts)
+    a = encode_prompt(encoders, "a photo of person", max_sequence_length=8, device=torch.device("cpu"), dtype=torch.float32)
+    b = encode_prompt(encoders, "a blurry city", max_sequence_length=8, device=torch.device("cpu"), dtype=torch.float32)
+    assert a.text.shape == (1, 8, 32) and a.pooled.shape == (1, 32) and a.text_ids.shape == (8, 3)
+    assert not torch.equal(a.text, b.text) and not torch.equal(a.pooled, b.pooled)

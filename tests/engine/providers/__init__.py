@@ -1,0 +1,1 @@
+"""Tests for the remote provider backends against the fake servers."""

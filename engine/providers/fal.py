@@ -59,33 +59,6 @@ FLUX_PULID_CAPABILITIES = Capabilities(
 
 PULID_CAPABILITIES = Capabilities(
     limits={
-        "negative_prompt": FreeText(default=""),
-        # fal documents the size as a free width/height object; these bounds keep FLUX in its trained range.
-        "width": Range(256, 1536, 1024, integer=True),
-        "height": Range(256, 1536, 768, integer=True),  # 1024x768 is the documented landscape_4_3 default
-        "steps": Range(1, 50, 20, integer=True),
-        "guidance": Range(0, 20, 4),
-        "id_weight": Range(0, 1, 1),
-        "start_step": Range(0, 50, 0, integer=True),
-        "true_cfg": Range(1, 10, 1),
-        "seed": SEED_RANGE,
-        "max_sequence_length": Choice((128, 256, 512), 128),
-        "safety_checker": Choice((True, False), True),
-        "num_images": Range(1, 1, 1, integer=True),
-    },
-    max_faces=1,
-    max_images=1,  # the endpoint renders one image per request
-)
-
-PULID_NEGATIVE_PROMPT = (
-    "flaws in the eyes, flaws in the face, flaws, lowres, non-HDRi, low quality, worst quality,"
-    "artifacts noise, text, watermark, glitch, deformed, mutated, ugly, disfigured, hands, "
-    "low resolution, partially rendered objects, deformed or partially rendered eyes, "
-    "deformed, deformed eyeballs, cross-eyed,blurry"
-)
-
-PULID_CAPABILITIES = Capabilities(
-    limits={
         "negative_prompt": FreeText(),  # unset: the model's own negative prompt applies
         # fal documents defaults only for this model; the bounds are the SDXL PuLID model's own.
         "width": Range(512, 2048, 768, integer=True),

@@ -87,8 +87,10 @@ async def ensure_user(
     return user
 
 
-async def grant(*, session: AsyncSession, user_id: int, amount: int, actor: str, now: float, note: str = "") -> int:
-    """Add credits (negative takes them away, never below zero). Returns the new balance."""
+async def grant(
+    *, session: AsyncSession, user_id: int, amount: int, actor: str, now: float, note: str = ""
+) -> tuple[int, int]:
+    """Add credits (negative takes them away, never below zero). Returns (change made, new balance)."""
     u = t.users.c
     current = (await session.execute(select(u.credits).where(u.id == user_id))).scalar_one()
     delta = max(amount, -int(current))
@@ -99,7 +101,7 @@ async def grant(*, session: AsyncSession, user_id: int, amount: int, actor: str,
     ).one()
     kind = LedgerKind.GRANT if delta >= 0 else LedgerKind.ADJUST
     await record_entry(session, user_id, None, kind, delta, now, actor=actor, note=note)
-    return int(row.credits)
+    return delta, int(row.credits)
 
 
 async def set_user_fields(*, session: AsyncSession, user_id: int, **values: Any) -> None:

@@ -1,0 +1,139 @@
+"""The `likeness` command: the composition root of every process."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from bot import logs
+from bot.errors import UserError
+from bot.service.actors import SHELL_ACTOR
+from bot.service.admin import AdminService
+from bot.settings import Settings, SettingsError, load_settings
+from bot.store import open_database
+from storage.db import Database, DatabaseUrlError
+
+log = logging.getLogger(__name__)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="likeness", description="Identity-preserving portrait bot.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    commands.add_parser("run", help="front ends, dispatcher and delivery in one process")
+    commands.add_parser("worker", help="dispatcher only, for extra hosts sharing a PostgreSQL database")
+
+    db = commands.add_parser("db", help="database schema").add_subparsers(dest="db_command", required=True)
+    db.add_parser("upgrade", help="apply pending migrations")
+
+    admin = commands.add_parser("admin", help="quotas, limits and bans").add_subparsers(
+        dest="admin_command", required=True
+    )
+    grant = admin.add_parser("grant", help="add credits (negative takes them away)")
+    grant.add_argument("user", help="<platform>:<id>")
+    grant.add_argument("credits")
+    limit = admin.add_parser("limit", help="jobs per UTC day for a user, or the default")
+    limit.add_argument("user", help="<platform>:<id> or 'default'")
+    limit.add_argument("jobs")
+    ban = admin.add_parser("ban")
+    ban.add_argument("user")
+    ban.add_argument("reason", nargs="*")
+    unban = admin.add_parser("unban")
+    unban.add_argument("user")
+    admin.add_parser("stats", help="today's jobs, success rate, spend, queue depth")
+    pause = admin.add_parser("pause", help="stop accepting new jobs everywhere")
+    pause.add_argument("reason", nargs="*")
+    admin.add_parser("resume")
+    return parser
+
+
+async def _admin(settings: Settings, args: argparse.Namespace) -> str:
+    db = await open_database(settings)
+    try:
+        service = AdminService(
+            db,
+            admins=settings.admins,
+            admin_role=settings.discord.admin_role,
+            welcome_credits=settings.credits.new_user,
+        )
+        actor = SHELL_ACTOR
+        match args.admin_command:
+            case "grant":
+                return await service.grant(actor, args.user, args.credits)
+            case "limit":
+                return await service.limit(actor, args.user, args.jobs)
+            case "ban":
+                return await service.ban(actor, args.user, " ".join(args.reason))
+            case "unban":
+                return await service.ban(actor, args.user, banned=False)
+            case "stats":
+                return await service.stats(actor)
+            case "pause":
+                return await service.pause(actor, " ".join(args.reason))
+            case "resume":
+                return await service.pause(actor, paused=False)
+        raise AssertionError(args.admin_command)
+    finally:
+        await db.dispose()
+
+
+async def _db_upgrade(settings: Settings) -> str:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.resolved_database_url, schema=settings.database_schema)
+    try:
+        await db.upgrade()
+    finally:
+        await db.dispose()
+    return "database is up to date"
+
+
+async def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
+    match args.command:
+        case "db":
+            print(await _db_upgrade(settings))
+        case "admin":
+            print(await _admin(settings, args))
+        case "run" | "worker":
+            raise UserError(f"`likeness {args.command}` needs the dispatcher, which is not configured yet")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"likeness: {exc}", file=sys.stderr)
+        return 2
+    secrets = _secrets(settings)
+    logs.configure(fmt=settings.log.format, level=settings.log.level, secrets=secrets)
+    try:
+        return asyncio.run(_dispatch(settings, args))
+    except (UserError, DatabaseUrlError) as exc:
+        print(f"likeness: {getattr(exc, 'message', exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _secrets(settings: Settings) -> list[str]:
+    values = [
+        settings.telegram.token,
+        settings.telegram.webhook_secret,
+        settings.discord.token,
+        settings.fal.key,
+        settings.replicate.token,
+        settings.wavespeed.key,
+        settings.segmind.key,
+    ]
+    found = [v.get_secret_value() for v in values if v is not None]
+    if settings.database_url and "@" in settings.database_url:
+        found.append(settings.database_url.split("@", 1)[0].rsplit(":", 1)[-1])  # the password
+    return found
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+"""Who is asking, and where: the neutral form of a chat event's sender."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SHELL = "shell"
+
+
+@dataclass(frozen=True)
+class Actor:
+    platform: str  # "telegram", "discord", "cli" or "shell"
+    user_id: str
+    display_name: str = ""
+    chat_id: str | None = None  # Telegram chat or Discord channel
+    guild_id: str | None = None  # Discord only
+    roles: tuple[str, ...] = ()  # Discord role names of the member in this guild
+
+    @property
+    def key(self) -> str:
+        return f"{self.platform}:{self.user_id}"
+
+    @property
+    def scope(self) -> str:
+        """The settings scope this event falls under (pause, limits, channels)."""
+        if self.guild_id:
+            return f"discord:guild:{self.guild_id}"
+        return "global"
+
+
+SHELL_ACTOR = Actor(platform=SHELL, user_id="operator")

@@ -1,0 +1,149 @@
+"""Admin use cases: grants, limits, bans, stats, pause. Authority is checked here, on the server side."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from bot import messages
+from bot.errors import UserError
+from bot.service.actors import SHELL, Actor
+from storage import quota, stats
+from storage.db import Database
+from storage.jobs import utc_day
+from storage.models import User
+
+log = logging.getLogger(__name__)
+
+PLATFORMS = ("telegram", "discord")
+
+
+class AdminService:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        admins: list[str],
+        admin_role: str | None,
+        welcome_credits: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.db = db
+        self.admins = frozenset(admins)
+        self.admin_role = admin_role
+        self.welcome_credits = welcome_credits
+        self.clock = clock
+
+    def is_admin(self, actor: Actor) -> bool:
+        if actor.platform == SHELL or actor.key in self.admins:
+            return True
+        # A Discord role only counts inside a guild; the role name comes from the gateway, not the client.
+        return bool(self.admin_role and actor.guild_id and self.admin_role in actor.roles)
+
+    def _require(self, actor: Actor) -> None:
+        if not self.is_admin(actor):
+            log.warning("refused admin command from %s", actor.key)
+            raise UserError(messages.NOT_ADMIN)
+
+    def parse_user(self, actor: Actor, ref: str) -> tuple[str, str]:
+        platform, sep, user_id = ref.partition(":")
+        if not sep:
+            platform, user_id = actor.platform, ref
+        user_id = user_id.strip().lstrip("@")
+        if platform not in PLATFORMS or not user_id.isdigit():
+            raise UserError(messages.BAD_USER_REF)
+        return platform, user_id
+
+    async def _user(self, actor: Actor, ref: str) -> User:
+        platform, user_id = self.parse_user(actor, ref)
+        async with self.db.write() as session:
+            return await quota.ensure_user(
+                session=session,
+                platform=platform,
+                platform_user_id=user_id,
+                now=self.clock(),
+                welcome_credits=self.welcome_credits,
+            )
+
+    @staticmethod
+    def _int(what: str, value: str) -> int:
+        try:
+            return int(value)
+        except ValueError:
+            raise UserError(messages.BAD_NUMBER.format(what=what, value=value)) from None
+
+    async def grant(self, actor: Actor, ref: str, amount_text: str) -> str:
+        self._require(actor)
+        amount = self._int("Credits", amount_text)
+        user = await self._user(actor, ref)
+        target = f"{user.platform}:{user.platform_user_id}"
+        async with self.db.write() as session:
+            change, balance = await quota.grant(
+                session=session, user_id=user.id or 0, amount=amount, actor=actor.key, now=self.clock()
+            )
+            await quota.audit(
+                session=session, actor=actor.key, action="grant", target=target, now=self.clock(),
+                detail={"amount": change, "balance": balance},
+            )
+        return messages.granted(target, change, balance)
+
+    async def limit(self, actor: Actor, ref: str, jobs_text: str) -> str:
+        self._require(actor)
+        jobs = self._int("Jobs per day", jobs_text)
+        if jobs < 0:
+            raise UserError(messages.BAD_NUMBER.format(what="Jobs per day", value=jobs_text))
+        now = self.clock()
+        if ref == "default":
+            target = "default"
+            async with self.db.write() as session:
+                await quota.update_scope(session=session, scope=quota.GLOBAL_SCOPE, now=now, daily_jobs=jobs)
+                await quota.audit(session=session, actor=actor.key, action="limit", target=target, now=now, detail={"jobs": jobs})
+            return messages.limit_set(target, jobs)
+        user = await self._user(actor, ref)
+        target = f"{user.platform}:{user.platform_user_id}"
+        async with self.db.write() as session:
+            await quota.set_user_fields(session=session, user_id=user.id or 0, daily_jobs_limit=jobs)
+            await quota.audit(session=session, actor=actor.key, action="limit", target=target, now=now, detail={"jobs": jobs})
+        return messages.limit_set(target, jobs)
+
+    async def ban(self, actor: Actor, ref: str, reason: str = "", *, banned: bool = True) -> str:
+        self._require(actor)
+        user = await self._user(actor, ref)
+        target = f"{user.platform}:{user.platform_user_id}"
+        now = self.clock()
+        async with self.db.write() as session:
+            await quota.set_user_fields(session=session, user_id=user.id or 0, banned=banned, ban_reason=reason[:256])
+            await quota.audit(
+                session=session, actor=actor.key, action="ban" if banned else "unban", target=target, now=now,
+                detail={"reason": reason} if reason else {},
+            )
+        return messages.banned(target) if banned else messages.unbanned(target)
+
+    async def stats(self, actor: Actor) -> str:
+        self._require(actor)
+        now = self.clock()
+        day_start = _day_start(now)
+        async with self.db.read() as session:
+            collected = await stats.collect(session=session, since=day_start)
+        return messages.stats_text(collected)
+
+    async def pause(self, actor: Actor, reason: str = "", *, paused: bool = True) -> str:
+        """Pause or resume new jobs in the actor's scope (a guild, a chat, or everywhere from the shell)."""
+        self._require(actor)
+        now = self.clock()
+        scope = actor.scope
+        async with self.db.write() as session:
+            await quota.update_scope(session=session, scope=scope, now=now, paused=paused, pause_reason=reason[:256])
+            await quota.audit(
+                session=session, actor=actor.key, action="pause" if paused else "resume", target=scope, now=now,
+                detail={"reason": reason} if reason else {},
+            )
+        return messages.paused(reason) if paused else messages.RESUMED
+
+
+def _day_start(now: float) -> float:
+    import datetime as dt
+
+    day = dt.datetime.strptime(utc_day(now), "%Y-%m-%d").replace(tzinfo=dt.UTC)
+    return day.timestamp()

@@ -1,0 +1,129 @@
+"""The one Settings object: environment variables prefixed LIKENESS_, nested with __, and a .env file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from engine.local.settings import LocalSettings
+from engine.providers.settings import FalSettings, ReplicateSettings, SegmindSettings, WaveSpeedSettings
+from storage.settings import CreditSettings, QueueSettings
+
+BACKEND_NAMES = (
+    "fal-flux-pulid",
+    "fal-pulid",
+    "replicate-flux-pulid",
+    "wavespeed-flux-pulid",
+    "segmind-flux-pulid",
+    "local",
+)
+PLATFORMS = ("telegram", "discord")
+
+
+class TelegramSettings(BaseModel):
+    token: SecretStr | None = None
+    # python-telegram-bot semantics: the token is appended to both URLs.
+    base_url: str = "https://api.telegram.org/bot"
+    base_file_url: str = "https://api.telegram.org/file/bot"
+    webhook_url: str | None = None  # set to receive updates by webhook instead of long polling
+    webhook_secret: SecretStr | None = None
+    webhook_listen: str = "0.0.0.0:8443"  # where the webhook server binds (behind the operator's proxy)
+
+
+class DiscordSettings(BaseModel):
+    token: SecretStr | None = None
+    api_base: str = "https://discord.com/api/v10"
+    gateway_url: str = "wss://gateway.discord.gg"
+    admin_role: str | None = None  # members with this role name are admins in their guild
+
+
+class MetricsSettings(BaseModel):
+    address: str = "127.0.0.1:9464"  # empty: no health or metrics server
+
+
+class LogSettings(BaseModel):
+    format: Literal["text", "json"] = "text"
+    level: str = "INFO"
+
+
+class RetentionSettings(BaseModel):
+    days: float = Field(30, ge=0, description="days raw photos and outputs are kept (0: forever)")
+
+
+def _split(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="LIKENESS_", env_nested_delimiter="__", env_file=".env", extra="ignore"
+    )
+
+    data_dir: Path = Path("./data")
+    database_url: str | None = None
+    database_schema: str | None = None
+    route: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    admins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    max_identities: int = Field(10, ge=1, description="saved faces per user")
+
+    credits: CreditSettings = CreditSettings()
+    queue: QueueSettings = QueueSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    log: LogSettings = LogSettings()
+    retention: RetentionSettings = RetentionSettings()
+    local: LocalSettings = LocalSettings()
+    telegram: TelegramSettings = TelegramSettings()
+    discord: DiscordSettings = DiscordSettings()
+    fal: FalSettings = FalSettings()
+    replicate: ReplicateSettings = ReplicateSettings()
+    wavespeed: WaveSpeedSettings = WaveSpeedSettings()
+    segmind: SegmindSettings = SegmindSettings()
+
+    _split_route = field_validator("route", "admins", mode="before")(_split)
+
+    @field_validator("route")
+    @classmethod
+    def _known_backends(cls, value: list[str]) -> list[str]:
+        unknown = [name for name in value if name not in BACKEND_NAMES]
+        if unknown:
+            raise ValueError(f"unknown backend {unknown[0]!r}; known: {', '.join(BACKEND_NAMES)}")
+        return value
+
+    @field_validator("admins")
+    @classmethod
+    def _admin_ids(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            platform, _, user_id = entry.partition(":")
+            if platform not in PLATFORMS or not user_id.strip():
+                raise ValueError(f"{entry!r} is not <platform>:<user id> with platform telegram or discord")
+        return value
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'likeness.db').resolve()}"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.local.models_dir or self.data_dir / "models"
+
+    @property
+    def blobs_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+
+class SettingsError(Exception):
+    """A missing or malformed setting; the message is one line naming the variable."""
+
+
+def load_settings(**overrides: Any) -> Settings:
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        variable = "LIKENESS_" + "__".join(str(part) for part in error["loc"]).upper()
+        raise SettingsError(f"{variable}: {error['msg']}") from None

@@ -1,0 +1,1 @@
+"""Tests of the service, the front ends and the CLI."""

@@ -10,6 +10,7 @@ import pytest
 from engine.providers.http import RetryPolicy, Timeouts, Timing
 from tests.fakes.fal import FakeFal, start_fal
 from tests.fakes.providers_common import VirtualClock
+from tests.fakes.replicate import FakeReplicate, start_replicate
 
 
 @pytest.fixture
@@ -42,4 +43,10 @@ async def http_session() -> AsyncIterator[aiohttp.ClientSession]:
 @pytest.fixture
 async def fake_fal(clock: VirtualClock) -> AsyncIterator[FakeFal]:
     async with start_fal(clock=clock.now) as fake:
+        yield fake
+
+
+@pytest.fixture
+async def fake_replicate(clock: VirtualClock) -> AsyncIterator[FakeReplicate]:
+    async with start_replicate(clock=clock.now) as fake:
         yield fake

@@ -11,6 +11,7 @@ from engine.providers.http import RetryPolicy, Timeouts, Timing
 from tests.fakes.fal import FakeFal, start_fal
 from tests.fakes.providers_common import VirtualClock
 from tests.fakes.replicate import FakeReplicate, start_replicate
+from tests.fakes.wavespeed import FakeWaveSpeed, start_wavespeed
 
 
 @pytest.fixture
@@ -49,4 +50,10 @@ async def fake_fal(clock: VirtualClock) -> AsyncIterator[FakeFal]:
 @pytest.fixture
 async def fake_replicate(clock: VirtualClock) -> AsyncIterator[FakeReplicate]:
     async with start_replicate(clock=clock.now) as fake:
+        yield fake
+
+
+@pytest.fixture
+async def fake_wavespeed(clock: VirtualClock) -> AsyncIterator[FakeWaveSpeed]:
+    async with start_wavespeed(clock=clock.now) as fake:
         yield fake

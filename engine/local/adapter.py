@@ -92,13 +92,17 @@ class PulidAdapter(nn.Module):
         self.pulid_encoder = IDFormer(cfg.idformer)
         self.pulid_ca = nn.ModuleList(IdCrossAttention(cfg.cross_attention) for _ in range(cfg.plan.count))
 
-    def load_file(self, path: Path) -> None:
-        """Load released weights (cast to this module's dtype); every key must match."""
+    def load_file(self, path: Path, dtype: torch.dtype | None = None) -> None:
+        """Load released weights, cast to ``dtype`` (default: this module's); every key must match.
+
+        Tensors are assigned rather than copied, so a module built on the meta device loads without
+        ever allocating random weights.
+        """
         from safetensors.torch import load_file
 
+        target = dtype if dtype is not None else next(self.parameters()).dtype
         state = load_file(str(path), device="cpu")
-        dtype = next(self.parameters()).dtype
-        self.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=True)
+        self.load_state_dict({k: v.to(target) for k, v in state.items()}, strict=True, assign=True)
 
 
 def read_shapes(path: Path) -> dict[str, tuple[int, ...]]:

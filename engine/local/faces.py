@@ -102,12 +102,19 @@ class InsightFaceAnalyzer:
         det_size: int = 640,
         min_face_px: int = 64,
     ) -> None:
+        import onnxruntime
         from insightface.app import FaceAnalysis
 
+        options = onnxruntime.SessionOptions()
+        # Idle onnxruntime threads otherwise spin for a while after each run, stealing the cores that
+        # torch needs right after face analysis.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         self._app: Any = FaceAnalysis(
             name=str(model_dir),
             allowed_modules=["detection", "recognition"],
             providers=providers_for(device),
+            sess_options=options,
         )
         self._app.prepare(ctx_id=0 if device == "cuda" else -1, det_size=(det_size, det_size))
         self._min_face_px = min_face_px

@@ -248,7 +248,7 @@ def tiny_settings(models_dir: Path, **overrides: Any) -> LocalSettings:
         device="cpu",
         face_device="cpu",
         compute_dtype="float32",
-        det_size=160,
+        det_size=256,
         min_face_px=24,
         max_sequence_length=16,
         startup_timeout_s=120,

@@ -83,6 +83,7 @@ class Fault:
     status: int = 500
     json: Any = None
     text: str | None = None
+    body: bytes | None = None
     content_type: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     hang_s: float | None = None
@@ -90,6 +91,13 @@ class Fault:
     passthrough: bool = False
 
     def response(self) -> web.Response:
+        if self.body is not None:
+            return web.Response(
+                status=self.status,
+                body=self.body,
+                content_type=self.content_type or "application/octet-stream",
+                headers=self.headers,
+            )
         if self.json is not None:
             body = json.dumps(self.json)
             content_type = self.content_type or "application/json"

@@ -11,6 +11,7 @@ from engine.providers.http import RetryPolicy, Timeouts, Timing
 from tests.fakes.fal import FakeFal, start_fal
 from tests.fakes.providers_common import VirtualClock
 from tests.fakes.replicate import FakeReplicate, start_replicate
+from tests.fakes.segmind import FakeSegmind, start_segmind
 from tests.fakes.wavespeed import FakeWaveSpeed, start_wavespeed
 
 
@@ -56,4 +57,10 @@ async def fake_replicate(clock: VirtualClock) -> AsyncIterator[FakeReplicate]:
 @pytest.fixture
 async def fake_wavespeed(clock: VirtualClock) -> AsyncIterator[FakeWaveSpeed]:
     async with start_wavespeed(clock=clock.now) as fake:
+        yield fake
+
+
+@pytest.fixture
+async def fake_segmind(clock: VirtualClock) -> AsyncIterator[FakeSegmind]:
+    async with start_segmind(clock=clock.now) as fake:
         yield fake

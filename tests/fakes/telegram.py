@@ -1179,6 +1179,7 @@ class FakeTelegram:
         self._confirm(offset)
         # A newer getUpdates ends the one still waiting, as on Telegram.
         self._poll_generation += 1
+        self._updates.notify()
         generation = self._poll_generation
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -1241,7 +1242,8 @@ class FakeTelegram:
         return info
 
     async def _webhook_pump(self) -> None:
-        """Push queued updates to the webhook one at a time, in order, retrying failures like Telegram."""
+        """Push queued updates to the webhook one at a time, in order, retrying failures with backoff."""
+        failures = 0
         while not self._closing:
             waiter = self._updates.waiter()
             hook = self._webhook
@@ -1252,14 +1254,16 @@ class FakeTelegram:
             update = batch[0]
             status, error = await self._post_update(hook.url, update, hook.secret_token)
             self.webhook_deliveries.append(WebhookDelivery(update["update_id"], status, error))
-            if status is not None and 200 <= status < 300:
+            if error is None:
+                failures = 0
                 self._pending = [queued for queued in self._pending if queued is not update]
             else:
+                failures += 1
                 hook.last_error_date = int(time.time())
                 hook.last_error_message = error
             self._activity.notify()
             if error is not None:
-                await asyncio.sleep(self.webhook_retry_delay)
+                await asyncio.sleep(min(self.webhook_retry_delay * 2 ** (failures - 1), 5.0))
 
     async def _post_update(self, url: str, update: JSON, secret: str | None) -> tuple[int | None, str | None]:
         if not _is_loopback(url):
@@ -1277,8 +1281,12 @@ class FakeTelegram:
                     response.status,
                     f"Wrong response from the webhook: {response.status} {response.reason}",
                 )
-        except (aiohttp.ClientError, TimeoutError) as error:
-            return None, f"Connection failed: {error!r}"
+        except aiohttp.ClientConnectorError:
+            return None, "Connection refused"
+        except TimeoutError:
+            return None, "Read timeout expired"
+        except aiohttp.ClientError as error:
+            return None, f"Connection failed: {type(error).__name__}"
 
     # -- sending
 

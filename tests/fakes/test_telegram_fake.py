@@ -13,8 +13,16 @@ from typing import Any
 import aiohttp
 import pytest
 from PIL import Image
-from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, InputMediaPhoto, Update
-from telegram.error import BadRequest, Forbidden
+from telegram import (
+    Bot,
+    BotCommand,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    InputMediaPhoto,
+    ReplyParameters,
+    Update,
+)
+from telegram.error import BadRequest, Conflict, Forbidden, RetryAfter
 from telegram.ext import (
     AIORateLimiter,
     Application,
@@ -270,6 +278,78 @@ async def test_long_poll_waits_and_returns_promptly_when_an_update_arrives(fake:
         assert fake.pending_updates == []
 
 
+async def test_update_queue_honours_allowed_updates_offsets_and_a_single_poller(fake: FakeTelegram) -> None:
+    user = fake.user()
+    chat = fake.private_chat(user)
+    async with (
+        Bot(fake.token, base_url=fake.base_url, base_file_url=fake.base_file_url) as bot,
+        Bot(fake.token, base_url=fake.base_url, base_file_url=fake.base_file_url) as other,
+    ):
+        keyboard = InlineKeyboardMarkup([[InlineKeyboardButton("Pick", callback_data="v1:pick:1")]])
+        await bot.send_message(chat.id, "Choose", reply_markup=keyboard)
+        fake.send_text(user, chat, "one")
+        fake.press_button(user, fake.messages(chat)[-1], "v1:pick:1")
+        fake.send_text(user, chat, "two")
+        # Updates of types the bot did not ask for are dropped, as on Telegram.
+        updates = await bot.get_updates(allowed_updates=["message"])
+        assert [update.message.text for update in updates if update.message] == ["one", "two"]
+        offset = updates[-1].update_id + 1
+
+        # A newer getUpdates ends the one still waiting with 409 Conflict.
+        poll = asyncio.create_task(bot.get_updates(offset=offset, timeout=5))
+        await fake.wait_for(lambda: fake.waiting_polls == 1)
+        assert await other.get_updates(offset=offset, timeout=0) == ()
+        with pytest.raises(Conflict, match="terminated by other getUpdates request"):
+            await poll
+
+        # An empty allowed_updates goes back to the default set, which has my_chat_member.
+        fake.block(user)
+        [blocked] = await bot.get_updates(offset=offset, allowed_updates=[])
+        assert blocked.my_chat_member is not None
+        assert blocked.my_chat_member.new_chat_member.status == "kicked"
+        assert await bot.get_updates(offset=blocked.update_id + 1) == ()
+        assert fake.pending_updates == []
+
+
+async def test_documents_edits_replies_commands_and_flood_limits(fake: FakeTelegram) -> None:
+    user = fake.user()
+    chat = fake.private_chat(user)
+    png = _image(500, 400, "PNG")
+    async with Bot(fake.token, base_url=fake.base_url, base_file_url=fake.base_file_url) as bot:
+        await bot.set_my_commands([BotCommand("imagine", "Make a portrait")])
+        assert [command.command for command in await bot.get_my_commands()] == ["imagine"]
+
+        sent = await bot.send_document(
+            chat.id, png, filename="portrait.png", caption="*Done*", parse_mode="MarkdownV2"
+        )
+        assert sent.document is not None and sent.document.mime_type == "image/png"
+        assert sent.document.thumbnail is not None and sent.document.thumbnail.width == 320
+        assert sent.caption == "Done" and [entity.type for entity in sent.caption_entities] == ["bold"]
+        file = await bot.get_file(sent.document.file_id)
+        assert bytes(await file.download_as_bytearray()) == png == fake.messages(chat)[-1].document
+
+        keyboard = InlineKeyboardMarkup([[InlineKeyboardButton("Again", callback_data="v1:regen:1")]])
+        edited = await bot.edit_message_caption(
+            chat.id, sent.message_id, caption="Done: 1/1", reply_markup=keyboard
+        )
+        assert isinstance(edited, type(sent)) and edited.caption == "Done: 1/1"
+        assert fake.messages(chat)[-1].buttons == [{"text": "Again", "callback_data": "v1:regen:1"}]
+        await bot.edit_message_reply_markup(chat.id, sent.message_id)
+        assert fake.messages(chat)[-1].buttons == [] and len(fake.messages(chat)[-1].history) == 2
+
+        reply = await bot.send_message(chat.id, "Thanks", reply_parameters=ReplyParameters(sent.message_id))
+        assert reply.reply_to_message is not None and reply.reply_to_message.message_id == sent.message_id
+        too_long = InlineKeyboardMarkup([[InlineKeyboardButton("x", callback_data="x" * 65)]])
+        with pytest.raises(BadRequest, match="Button_data_invalid"):
+            await bot.send_message(chat.id, "Pick", reply_markup=too_long)
+
+        fake.flood_limit(1, window=1.0)
+        await bot.send_message(chat.id, "one")
+        with pytest.raises(RetryAfter):
+            await bot.send_message(chat.id, "two")
+        assert fake.flood_counts["sendMessage"] == 1
+
+
 async def test_requests_are_validated_like_telegram(fake: FakeTelegram) -> None:
     user = fake.user()
     chat = fake.private_chat(user)
@@ -280,6 +360,8 @@ async def test_requests_are_validated_like_telegram(fake: FakeTelegram) -> None:
             await bot.send_photo(chat.id, _image(32, 32), caption="x" * 1025)
         with pytest.raises(BadRequest, match=r"(?i)photo_invalid_dimensions"):
             await bot.send_photo(chat.id, _image(9000, 1500, "PNG", "L"))
+        with pytest.raises(BadRequest, match=r"(?i)photo_invalid_dimensions"):
+            await bot.send_photo(chat.id, _image(64, 64) + b"\0" * 10_000_000)  # over 10 MB
         with pytest.raises(BadRequest, match=r"(?i)image_process_failed"):
             await bot.send_photo(chat.id, b"not an image at all")
         with pytest.raises(BadRequest, match="Can't parse entities"):

@@ -412,6 +412,7 @@ class ProviderHttp:
             data=form,
             timeout=self._timeout(limit_s),
             allow_redirects=not auth,  # never carry the key to wherever a redirect points
+            raise_for_status=False,  # statuses are classified here, whatever the shared session says
         ) as response:
             body = bytearray()
             async for chunk in response.content.iter_chunked(64 * 1024):

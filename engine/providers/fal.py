@@ -237,7 +237,8 @@ class FalQueueBackend:
         )
         if final.error:
             # The result answered 2xx although the status carried an error: trust the status.
-            raise job_failure(final.error, f"fal {self.app}: {final.error}")
+            message = self._http.clean(final.error)
+            raise job_failure(message, f"fal {self.app}: {message}")
         return await self._collect(reply, result, request)
 
     async def _collect(self, reply: Reply, result: _Result, request: GenerationRequest) -> GenerationResult:

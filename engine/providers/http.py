@@ -385,7 +385,8 @@ class ProviderHttp:
         self.timeouts = timeouts or Timeouts()
         self._background: set[asyncio.Task[None]] = set()
 
-    def _text(self, text: str) -> str:
+    def clean(self, text: str) -> str:
+        """Provider text fit for errors and logs: our secrets removed, length bounded."""
         return redact(text, self._secrets)[: _DETAIL_CHARS * 2]
 
     def _timeout(self, total: float) -> aiohttp.ClientTimeout:
@@ -422,15 +423,10 @@ class ProviderHttp:
             return Reply(response.status, response.headers.copy(), bytes(body))
 
     def error_for(self, reply: Reply, *, submit: bool, where: str) -> BackendError:
-        error = classify_status(
-            self.provider,
-            reply.status,
-            self._text(_body_message(reply)),
-            reply.headers,
-            submit=submit,
-            where=where,
+        message = self.clean(_body_message(reply))
+        return classify_status(
+            self.provider, reply.status, message, reply.headers, submit=submit, where=where
         )
-        return error
 
     async def submit(
         self,
@@ -438,7 +434,6 @@ class ProviderHttp:
         *,
         json_body: Any = None,
         what: str = "submit",
-        check: Callable[[Reply], None] | None = None,
     ) -> Reply:
         """POST a job once. Returns a successful reply; raises a classified error otherwise."""
         try:
@@ -456,8 +451,6 @@ class ProviderHttp:
             ) from None
         if not reply.ok:
             raise self.error_for(reply, submit=True, where=what)
-        if check is not None:
-            check(reply)
         return reply
 
     async def call(

@@ -261,7 +261,8 @@ class ReplicateFluxPulidBackend:
         final = await poll_until(step, schedule=self.schedule, timing=self._http.timing, what=self.name)
         where = f"replicate prediction {final.id}"
         if final.status == PredictionStatus.FAILED:
-            raise job_failure(final.error or "", f"{where} failed: {final.error or 'no message'}")
+            message = self._http.clean(final.error or "")
+            raise job_failure(message, f"{where} failed: {message or 'no message'}")
         if final.status == PredictionStatus.CANCELED:
             raise ProviderFailedError(f"{where} was canceled at the provider")
         if final.status == PredictionStatus.ABORTED:

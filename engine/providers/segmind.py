@@ -149,9 +149,9 @@ class SegmindFluxPulidBackend:
                 ) from None
             refs = _image_refs(payload)
             if not refs:
-                message = provider_message(payload)
+                message = self._http.clean(provider_message(payload))
                 if message:
-                    raise job_failure(message, f"segmind: {message[:300]}")
+                    raise job_failure(message, f"segmind: {message}")
                 raise ProtocolError("segmind JSON answer holds no image")
             return list(await asyncio.gather(*(self._http.fetch_output(ref) for ref in refs)))
         raise ProtocolError(f"segmind answered HTTP {reply.status} with {content_type or 'no content type'}")

@@ -227,7 +227,8 @@ class WaveSpeedFluxPulidBackend:
         )
         where = f"wavespeed task {final.id}"
         if final.status == TaskStatus.FAILED:
-            raise job_failure(final.error or "", f"{where} failed: {final.error or 'no message'}")
+            message = self._http.clean(final.error or "")
+            raise job_failure(message, f"{where} failed: {message or 'no message'}")
         if final.status != TaskStatus.COMPLETED:
             raise ProviderFailedError(f"{where} ended as {final.status}")
         outputs = final.outputs or []

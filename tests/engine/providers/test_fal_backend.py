@@ -390,3 +390,19 @@ async def test_high_water_mark_under_a_semaphore(flux: FalFluxPulidBackend, fake
     assert len(fake_fal.jobs) == 5
     assert fake_fal.high_water == 2
     assert fake_fal.in_flight == 0
+
+
+async def test_cancel_is_bounded_when_fal_does_not_answer(
+    flux: FalFluxPulidBackend, fake_fal: FakeFal
+) -> None:
+    fake_fal.script = FalScript(outcome=FalOutcome.STUCK)
+    fake_fal.fail("cancel", Fault(status=202, json={"status": "CANCELLATION_REQUESTED"}, hang_s=30))
+    task = asyncio.create_task(flux.generate(request(), RecordingProgress()))
+    await eventually(lambda: len(fake_fal.requests("status")) >= 1)
+    task.cancel()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert loop.time() - started < 2.0  # cancel_s is 0.5 in these tests
+    assert len(fake_fal.requests("cancel")) == 1

@@ -831,16 +831,18 @@ class FakeDiscord:
 
     async def wait_for(
         self,
-        predicate: Callable[[], T],
+        predicate: Callable[[], T | None],
         timeout: float = 5.0,  # noqa: ASYNC109 - every wait in a test needs its own bound
     ) -> T:
         """Wait until ``predicate()`` is truthy, rechecking on every new record; return its value."""
 
         async def until() -> T:
             async with self._changed:
-                while not (result := predicate()):
+                while True:
+                    result = predicate()
+                    if result:
+                        return result
                     await self._changed.wait()
-                return result
 
         try:
             return await asyncio.wait_for(until(), timeout)
@@ -1164,8 +1166,7 @@ class FakeDiscord:
             options.append(option)
         for depth in range(len(path) - 1, 0, -1):
             options = [{"name": path[depth], "type": 1 if depth == len(path) - 1 else 2, "options": options}]
-        key = (command_guild, path[0])
-        command_id = self._command_ids.setdefault(key, self._ids.next())
+        command_id = self._command_ids.setdefault((command_guild, path[0]), self._ids.next())
         data: Json = {"id": str(command_id), "name": path[0], "type": 1, "options": options}
         if resolved:
             data["resolved"] = resolved
@@ -1398,6 +1399,7 @@ class FakeDiscord:
         route: str | None = canonical[len(API_PREFIX) :]
         route = None if route == "/{tail}" else route
         body = _Body()
+        response: web.StreamResponse | None
         try:
             body = await self._read_body(request)
             request[_BODY] = body

@@ -37,7 +37,15 @@ class ProbeBot(discord.Client):
     def __init__(self) -> None:
         super().__init__(intents=discord.Intents(guilds=True), guild_ready_timeout=0.05)
         self.tree = app_commands.CommandTree(self)
-        for command in (imagine, progress, admin, quota, style, feedback):
+        commands: list[app_commands.Command[Any, Any, Any] | app_commands.Group] = [
+            imagine,
+            progress,
+            admin,
+            quota,
+            style,
+            feedback,
+        ]
+        for command in commands:
             self.tree.add_command(command)
         # Cleared by a test to hold /imagine between its deferral and its follow-up.
         self.gate = asyncio.Event()
@@ -74,13 +82,15 @@ class JobButton(
     @classmethod
     async def from_custom_id(
         cls,
-        interaction: discord.Interaction[ProbeBot],
-        item: discord.ui.Button[discord.ui.View],
+        interaction: discord.Interaction[discord.Client],
+        item: discord.ui.Item[Any],
         match: re.Match[str],
     ) -> JobButton:
         return cls(match["action"], match["job"])
 
-    async def callback(self, interaction: discord.Interaction[ProbeBot]) -> None:
+    async def callback(self, interaction: discord.Interaction[discord.Client]) -> None:
+        bot = interaction.client
+        assert isinstance(bot, ProbeBot)
         if self.action == "regen":
             await interaction.response.send_message(f"regenerating {self.job}", ephemeral=True)
         elif self.action == "cancel":
@@ -88,7 +98,7 @@ class JobButton(
         else:
             await interaction.response.defer()
             await interaction.edit_original_response(content=f"hidden {self.job}", attachments=[])
-        interaction.client.clicks.put_nowait(f"{self.action}:{self.job}")
+        bot.clicks.put_nowait(f"{self.action}:{self.job}")
 
 
 class FeedbackModal(discord.ui.Modal, title="Feedback"):
@@ -96,7 +106,7 @@ class FeedbackModal(discord.ui.Modal, title="Feedback"):
         label="What went wrong?", custom_id="feedback:text"
     )
 
-    async def on_submit(self, interaction: discord.Interaction[ProbeBot]) -> None:
+    async def on_submit(self, interaction: discord.Interaction[discord.Client]) -> None:
         await interaction.response.send_message(f"thanks: {self.text.value}", ephemeral=True)
 
 
@@ -439,6 +449,10 @@ async def test_channel_posts_edits_and_refusals(fake: FakeDiscord, bot: ProbeBot
     with pytest.raises(discord.Forbidden) as denied:
         await general.send("result")
     assert denied.value.code == 50013
+    # Interactions from there tell the bot up front that it cannot post files.
+    ix = await fake.slash(fake.alice, fake.general, "style", {"name": "noir"})
+    await fake.wait_for_callback(ix)
+    assert not discord.Permissions(int(ix.payload["app_permissions"])).attach_files
 
     nsfw = bot.get_channel(fake.nsfw.id)
     assert isinstance(nsfw, discord.TextChannel)
@@ -532,7 +546,7 @@ async def test_invalid_session_identifies_again_on_the_default_gateway(
     fake: FakeDiscord, bot: ProbeBot
 ) -> None:
     await fake.invalidate_session()
-    fresh = await fake.wait_for(lambda: len(fake.identify_payloads) == 2 and fake.connections[-1])
+    fresh = await fake.wait_for(lambda: fake.connections[-1] if len(fake.identify_payloads) == 2 else None)
     assert (fresh.path, fresh.kind) == ("/gateway", "identify")
     ix = await fake.slash(fake.alice, fake.general, "admin")
     await fake.wait_for_callback(ix)
@@ -545,3 +559,13 @@ async def test_pinned_gateway_keeps_resumes_on_the_configured_url(fake: FakeDisc
         assert resumed.path == "/gateway"
         ix = await fake.slash(fake.alice, fake.general, "admin")
         await fake.wait_for_callback(ix)
+
+
+async def test_misuse_fails_loudly(fake: FakeDiscord) -> None:
+    with pytest.raises(ValueError, match="no route"):
+        fake.rate_limit("POST", "/webhooks/{id}/{token}")
+    with pytest.raises(TimeoutError, match="condition not met"):
+        await fake.wait_for(lambda: False, timeout=0.01)
+    stranger = fake.add_user("stranger", member=False)
+    with pytest.raises(ValueError, match="not a member"):
+        await fake.slash(stranger, fake.general, "style", {"name": "noir"})

@@ -940,7 +940,7 @@ class FakeDiscord:
         await conn._ws.close(code=code)
 
     async def invalidate_session(self, *, resumable: bool = False) -> None:
-        """Send op 9; with ``resumable=False`` the client must IDENTIFY again on its default gateway."""
+        """Send op 9; with ``resumable=False`` the session is gone and the client must IDENTIFY anew."""
         conn = self._connection()
         if conn._session is not None and not resumable:
             conn._session.resumable = False

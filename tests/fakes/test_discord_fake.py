@@ -545,6 +545,8 @@ async def test_resumes_on_the_resume_url_and_replays_missed_events(fake: FakeDis
 async def test_invalid_session_identifies_again_on_the_default_gateway(
     fake: FakeDiscord, bot: ProbeBot
 ) -> None:
+    # discord.py identifies again where its last connection was opened; with no resume yet,
+    # that is the default gateway.
     await fake.invalidate_session()
     fresh = await fake.wait_for(lambda: fake.connections[-1] if len(fake.identify_payloads) == 2 else None)
     assert (fresh.path, fresh.kind) == ("/gateway", "identify")

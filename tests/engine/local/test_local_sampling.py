@@ -146,8 +146,8 @@ def test_pack_roundtrip_and_decode() -> None:
     assert pack(x).shape == (2, 24, 16)
     assert torch.equal(unpack(pack(x), 8, 12), x)
     latents = run(BASE, ident=None, hooked=False)
-    images = decode(tiny.tiny_vae(), latents, HW)
-    assert images.shape == (1, 3, 32, 32)
+    images = decode(tiny.tiny_vae(), latents, HW)  # 16x16 latent, 8x upscale
+    assert images.shape == (1, 3, 128, 128)
     assert 0 <= images.min() and images.max() <= 1
 
 

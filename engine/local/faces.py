@@ -61,7 +61,12 @@ def align_face(image: np.ndarray, landmarks: np.ndarray, size: int = ALIGNED_SIZ
     if matrix is None:
         raise NoFaceError("face landmarks are degenerate; cannot align the face")
     warped: np.ndarray = cv2.warpAffine(
-        image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(135, 133, 132)
+        image,
+        matrix,
+        (size, size),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=(135, 133, 132),
     )
     return warped
 
@@ -122,7 +127,8 @@ class InsightFaceAnalyzer:
     def analyze(self, image: np.ndarray) -> DetectedFace:
         bgr = np.ascontiguousarray(image[..., ::-1])
         with warnings.catch_warnings():
-            # insightface's ArcFace crop calls a scikit-image API deprecated in 0.26; harmless, once per photo.
+            # insightface's ArcFace crop uses a scikit-image API deprecated in 0.26: harmless, and once
+            # per photo it would only fill the log.
             warnings.filterwarnings("ignore", message="`estimate` is deprecated", category=FutureWarning)
             faces = self._app.get(bgr)
         if not faces:
@@ -147,10 +153,10 @@ class InsightFaceAnalyzer:
 
 
 class BiSeNetParser:
-    """facexlib's BiSeNet face parser (weights ``parsing_bisenet.pth`` in ``weights_dir``); needs torchvision."""
+    """facexlib's BiSeNet face parser, ``parsing_bisenet.pth`` in ``weights_dir``; needs torchvision."""
 
     def __init__(self, weights_dir: Path, *, device: str) -> None:
-        from facexlib.parsing import init_parsing_model
+        from facexlib.parsing import init_parsing_model  # type: ignore[import-not-found, unused-ignore]
 
         self._device = device
         self._net = init_parsing_model(model_name="bisenet", device=device, model_rootpath=str(weights_dir))

@@ -48,7 +48,8 @@ class EvaEncoder(Protocol):
         ...
 
 
-EvaLoader = Callable[[torch.device, torch.dtype], EvaEncoder]
+# Builds the EVA tower on the CPU; the renderer places it per memory mode.
+EvaLoader = Callable[[torch.device, torch.dtype], nn.Module]
 
 
 class TimmEvaClip(nn.Module):
@@ -60,7 +61,7 @@ class TimmEvaClip(nn.Module):
 
     def __init__(self, checkpoint: Path) -> None:
         super().__init__()
-        import timm
+        import timm  # type: ignore[import-not-found, unused-ignore]
 
         self.model = timm.create_model(
             "eva02_large_patch14_clip_336", pretrained=True, pretrained_cfg_overlay={"file": str(checkpoint)}
@@ -80,7 +81,7 @@ class TimmEvaClip(nn.Module):
 
 
 def load_eva_clip(checkpoint: Path) -> EvaLoader:
-    def load(device: torch.device, dtype: torch.dtype) -> EvaEncoder:
+    def load(device: torch.device, dtype: torch.dtype) -> nn.Module:
         return TimmEvaClip(checkpoint).to(device=device, dtype=dtype).eval()
 
     return load

@@ -128,7 +128,8 @@ class IDFormer(nn.Module):
             mapping: nn.Module = getattr(self, f"mapping_{group}")
             context = torch.cat([id_tokens, mapping(vit_hidden[group])], dim=1)
             for layer in self.layers[group * 2 : group * 2 + 2]:
-                attn, ff = layer  # type: ignore[misc]
+                attn: nn.Module = layer[0]  # type: ignore[index]
+                ff: nn.Module = layer[1]  # type: ignore[index]
                 latents = attn(context, latents) + latents
                 latents = ff(latents) + latents
         out: torch.Tensor = latents[:, : cfg.num_queries] @ self.proj_out

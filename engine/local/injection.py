@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
-from diffusers.hooks import HookRegistry, ModelHook
+from diffusers.hooks.hooks import HookRegistry, ModelHook
 
 from engine.local.adapter import InsertionPlan, PulidAdapter
 
@@ -90,11 +90,11 @@ class IdentityInjection:
         self._blocks = []
 
 
-class _CrossAttentionHook(ModelHook):  # type: ignore[misc]
+class _CrossAttentionHook(ModelHook):
     """Adds ``weight * CA(id, image)`` to the image tokens a block returns."""
 
     def __init__(self, injection: IdentityInjection, index: int) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.injection = injection
         self.index = index
 

@@ -8,6 +8,7 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -139,7 +140,9 @@ class Renderer:
 
                 if stop():
                     raise RenderCancelled
-                noise = initial_noise(job.seed + k, channels, *latent_hw, device=self.device, dtype=self.dtype)
+                noise = initial_noise(
+                    job.seed + k, channels, *latent_hw, device=self.device, dtype=self.dtype
+                )
                 latents.append(
                     denoise(
                         self.transformer,
@@ -190,6 +193,12 @@ def encode_image(pixels: torch.Tensor, output_format: str, quality: int) -> Rend
     return RenderedImage(buffer.getvalue(), CONTENT_TYPES[output_format], image.width, image.height)
 
 
+def _load(cls: Any, path: Path, **kwargs: Any) -> Any:
+    """``from_pretrained`` on a local directory, in eval mode where it is a model."""
+    loaded = cls.from_pretrained(path, local_files_only=True, **kwargs)
+    return loaded.eval() if isinstance(loaded, nn.Module) else loaded
+
+
 def load_renderer(
     settings: LocalSettings,
     *,
@@ -200,7 +209,7 @@ def load_renderer(
     # Any library that would look something up on the Hub fails instead of downloading.
     os.environ["HF_HUB_OFFLINE"] = "1"
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
-    from transformers import CLIPTextModel, CLIPTokenizer, T5EncoderModel, T5TokenizerFast
+    from transformers import AutoTokenizer, CLIPTextModel, T5EncoderModel
 
     if settings.models_dir is None:
         raise ValueError("the local engine needs models_dir")
@@ -211,15 +220,15 @@ def load_renderer(
     mode = settings.memory_mode
     logger.info("loading the local engine from %s (%s, %s)", models, mode, settings.compute_dtype)
 
-    transformer = FluxTransformer2DModel.from_pretrained(flux / "transformer", torch_dtype=dtype).eval()
-    vae = AutoencoderKL.from_pretrained(flux / "vae", torch_dtype=dtype).eval()
+    transformer = _load(FluxTransformer2DModel, flux / "transformer", torch_dtype=dtype)
+    vae = _load(AutoencoderKL, flux / "vae", torch_dtype=dtype)
     text = TextEncoders(
-        tokenizer=CLIPTokenizer.from_pretrained(flux / "tokenizer"),
-        text_encoder=CLIPTextModel.from_pretrained(flux / "text_encoder", torch_dtype=dtype).eval(),
-        tokenizer_2=T5TokenizerFast.from_pretrained(flux / "tokenizer_2"),
-        text_encoder_2=T5EncoderModel.from_pretrained(flux / "text_encoder_2", torch_dtype=dtype).eval(),
+        tokenizer=_load(AutoTokenizer, flux / "tokenizer"),
+        text_encoder=_load(CLIPTextModel, flux / "text_encoder", torch_dtype=dtype),
+        tokenizer_2=_load(AutoTokenizer, flux / "tokenizer_2"),
+        text_encoder_2=_load(T5EncoderModel, flux / "text_encoder_2", torch_dtype=dtype),
     )
-    scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(flux / "scheduler")
+    scheduler = _load(FlowMatchEulerDiscreteScheduler, flux / "scheduler")
 
     pulid_path = models / weights.PULID_FILE
     config = config_from_shapes(

@@ -188,5 +188,5 @@ def decode(vae: Any, latents: torch.Tensor, latent_hw: tuple[int, int]) -> torch
     """Packed latents -> images (B, 3, H, W) in [0, 1], float32 on the CPU."""
     x = unpack(latents, *latent_hw)
     x = x / vae.config.scaling_factor + vae.config.shift_factor
-    image = vae.decode(x.to(vae.dtype), return_dict=False)[0]
+    image: torch.Tensor = vae.decode(x.to(vae.dtype), return_dict=False)[0]
     return (image.float() / 2 + 0.5).clamp(0, 1).cpu()

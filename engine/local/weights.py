@@ -28,7 +28,15 @@ ANTELOPE_DIR = "antelopev2"
 FACE_PARSER_DIR = "facexlib"
 LOCK_FILE = "weights.lock.json"
 
-FLUX_SUBFOLDERS = ("transformer", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler")
+FLUX_SUBFOLDERS = (
+    "transformer",
+    "vae",
+    "text_encoder",
+    "text_encoder_2",
+    "tokenizer",
+    "tokenizer_2",
+    "scheduler",
+)
 
 
 @dataclass(frozen=True)
@@ -174,7 +182,7 @@ def _fetch_url(url: str, destination: Path) -> None:
 
     with _staging(destination) as staging:
         part = Path(staging) / destination.name
-        with urllib.request.urlopen(url, timeout=60) as response, part.open("wb") as out:  # noqa: S310
+        with urllib.request.urlopen(url, timeout=60) as response, part.open("wb") as out:
             shutil.copyfileobj(response, out, length=1 << 20)
         shutil.move(part, destination)
 
@@ -284,7 +292,9 @@ def check(models_dir: Path, *, deep: bool = False) -> list[Problem]:
         if not path.is_file():
             problems.append(Problem(artifact_name, path, "missing"))
         elif path.stat().st_size != entry["size"]:
-            problems.append(Problem(artifact_name, path, f"size {path.stat().st_size}, expected {entry['size']}"))
+            problems.append(
+                Problem(artifact_name, path, f"size {path.stat().st_size}, expected {entry['size']}")
+            )
         elif deep and sha256_of(path) != entry["sha256"]:
             problems.append(Problem(artifact_name, path, f"sha256 differs from {entry['sha256']}"))
     return problems

@@ -8,6 +8,7 @@ or hits a CUDA/out-of-memory error is replaced by a fresh one on the next job.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 from collections.abc import Awaitable, Callable
@@ -105,6 +106,11 @@ class _ChildGone(Exception):
     pass
 
 
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 class EngineProcess:
     """Owns the child process and speaks its protocol."""
 
@@ -137,7 +143,9 @@ class EngineProcess:
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None and self._process.is_alive() else None
 
-    async def render(self, job: RenderJob, on_progress: Callable[[float], Awaitable[None]]) -> list[RenderedImage]:
+    async def render(
+        self, job: RenderJob, on_progress: Callable[[float], Awaitable[None]]
+    ) -> list[RenderedImage]:
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
@@ -198,7 +206,9 @@ class EngineProcess:
                             await self._reap()
                         return
         except (TimeoutError, _ChildGone):
-            logger.warning("cancelled render did not stop within %.0f s; killing the engine process", self._grace_s)
+            logger.warning(
+                "cancelled render did not stop within %.0f s; killing the engine process", self._grace_s
+            )
             await self._kill()
 
     async def _start(self) -> None:
@@ -245,9 +255,9 @@ class EngineProcess:
                     return conn.recv()
             except (EOFError, OSError):
                 raise _ChildGone from None
-            readable = loop.create_future()
+            readable: asyncio.Future[None] = loop.create_future()
             fd = conn.fileno()
-            loop.add_reader(fd, lambda: readable.done() or readable.set_result(None))
+            loop.add_reader(fd, _resolve, readable)
             try:
                 await readable
             finally:
@@ -285,10 +295,7 @@ class EngineProcess:
         if process is None:
             return
         if self._conn is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self._conn.send(("stop",))
-            except OSError:
-                pass
         await asyncio.to_thread(process.join, 10)
         await self._kill()
-

@@ -9,16 +9,15 @@ from typing import Any
 
 import numpy as np
 import pytest
+import scripted
+import tiny
+from face_models import face_photo
 
 from engine.backend import ProviderRef, Stage
 from engine.errors import InvalidInputError, NoFaceError, ProviderFailedError, TransientError
 from engine.local.backend import CAPABILITIES, LocalBackend
 from engine.local.settings import LocalSettings
 from engine.request import GenerationRequest
-
-import scripted
-import tiny
-from face_models import face_photo
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -35,16 +34,17 @@ class RecordingProgress:
     async def submitted(self, ref: ProviderRef) -> None:
         raise AssertionError("a local render has no provider request")
 
-    async def update(self, stage: Stage, *, queue_position: int | None = None, fraction: float | None = None) -> None:
+    async def update(
+        self, stage: Stage, *, queue_position: int | None = None, fraction: float | None = None
+    ) -> None:
         self.updates.append((stage, fraction))
-        self.first.set()
+        if stage is Stage.RUNNING and fraction:
+            self.first.set()
 
 
 async def started(progress: RecordingProgress) -> None:
     """Wait until the render has reported a step."""
-    async with asyncio.timeout(60):
-        while not any(f for _, f in progress.updates):
-            await asyncio.sleep(0.01)
+    await asyncio.wait_for(progress.first.wait(), 60)
 
 
 def png(image: np.ndarray) -> bytes:
@@ -67,7 +67,9 @@ def request(prompt: str = "a photo of person", **params: Any) -> GenerationReque
 
 async def test_renders_tiny_models_end_to_end_in_the_child_process(models_dir: Path) -> None:
     backend = LocalBackend(
-        tiny.tiny_settings(models_dir), renderer_factory=tiny.tiny_renderer, weights_check=tiny.check_tiny_models
+        tiny.tiny_settings(models_dir),
+        renderer_factory=tiny.tiny_renderer,
+        weights_check=tiny.check_tiny_models,
     )
     assert backend.name == "local"
     assert backend.unavailable_reason() is None
@@ -93,11 +95,15 @@ async def test_renders_tiny_models_end_to_end_in_the_child_process(models_dir: P
         assert changed.images[0].data != result.images[0].data
 
         several = (png(face_photo(seed=1)), png(face_photo(seed=2)))
-        jpeg = await backend.generate(request(width=256, height=256, steps=1, faces=several), RecordingProgress())
+        jpeg = await backend.generate(
+            request(width=256, height=256, steps=1, faces=several), RecordingProgress()
+        )
         assert jpeg.images[0].content_type == "image/jpeg"
 
         with pytest.raises(NoFaceError, match="photo 1 of 1"):
-            await backend.generate(request(**params, faces=(png(np.zeros((64, 64, 3), np.uint8)),)), RecordingProgress())
+            await backend.generate(
+                request(**params, faces=(png(np.zeros((64, 64, 3), np.uint8)),)), RecordingProgress()
+            )
         with pytest.raises(InvalidInputError, match="not a readable image"):
             await backend.generate(request(**params, faces=(b"not an image",)), RecordingProgress())
         assert backend._process.starts == 1
@@ -167,9 +173,9 @@ async def test_render_that_ignores_cancel_is_killed_and_replaced(tmp_path: Path)
 async def test_second_job_waits_as_queued(tmp_path: Path) -> None:
     backend = scripted_backend(tmp_path)
     try:
-        first = asyncio.create_task(backend.generate(request("slow", steps=10), RecordingProgress()))
-        while not backend._process.busy:
-            await asyncio.sleep(0.01)
+        first_progress = RecordingProgress()
+        first = asyncio.create_task(backend.generate(request("slow", steps=10), first_progress))
+        await asyncio.wait_for(first_progress.first.wait(), 60)
         second_progress = RecordingProgress()
         second = await backend.generate(request(), second_progress)
         assert second_progress.updates[0] == (Stage.QUEUED, None)
@@ -181,7 +187,7 @@ async def test_second_job_waits_as_queued(tmp_path: Path) -> None:
 async def test_load_failure_is_reported_and_makes_the_backend_unavailable(tmp_path: Path) -> None:
     settings = LocalSettings(enabled=True, models_dir=tmp_path, device="cpu")
     backend = LocalBackend(settings, renderer_factory=scripted.broken_renderer, weights_check=lambda _: [])
-    with pytest.raises(ProviderFailedError, match="config.json"):
+    with pytest.raises(ProviderFailedError, match=r"config\.json"):
         await backend.generate(request(), RecordingProgress())
     reason = backend.unavailable_reason()
     assert reason is not None and "failed to load" in reason and "config.json" in reason
@@ -205,7 +211,12 @@ def test_resolve_applies_defaults_and_refuses_what_it_cannot_serve(tmp_path: Pat
     assert (job.id_weight, job.start_step, job.true_cfg, job.output_format) == (1.0, 0, 1.0, "jpeg")
     assert 0 <= job.seed < 2**32 and job.max_sequence_length == 128
     explicit = backend.resolve(request(seed=5, negative_prompt="blurry", true_cfg=3.5, id_weight=0.0))
-    assert (explicit.seed, explicit.negative_prompt, explicit.true_cfg, explicit.id_weight) == (5, "blurry", 3.5, 0.0)
+    assert (explicit.seed, explicit.negative_prompt, explicit.true_cfg, explicit.id_weight) == (
+        5,
+        "blurry",
+        3.5,
+        0.0,
+    )
     with pytest.raises(InvalidInputError, match="multiples of 16"):
         backend.resolve(request(width=1000))
     with pytest.raises(InvalidInputError, match="id_weight"):
@@ -232,6 +243,12 @@ def test_backend_modules_import_without_torch() -> None:
         "from engine.local.backend import LocalBackend\n"
         "print(LocalBackend.name)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=Path(__file__).parents[3])
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).parents[3],
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "local"

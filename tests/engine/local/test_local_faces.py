@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from face_models import KEYPOINTS, face_photo, write_antelope_dir
 
 from engine.errors import NoFaceError
 from engine.local.faces import (
@@ -15,8 +16,6 @@ from engine.local.faces import (
     align_face,
     whiten_background,
 )
-
-from face_models import KEYPOINTS, face_photo, write_antelope_dir
 
 
 @pytest.fixture(scope="module")

@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import tiny
 import torch
 
 from engine.local.injection import IdentityInjection
-
-import tiny
 
 
 def inputs(seed: int = 0) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import tiny
 import torch
 
 from engine.local.injection import IdentityInjection
@@ -22,14 +23,14 @@ from engine.local.sampling import (
     unpack,
 )
 
-import tiny
-
 HW = latent_size(32, 32, 2)  # 32x32 pixels with the tiny VAE (scale 2) -> 16x16 latent, 64 tokens
 
 
 def prompt(seed: int = 0) -> PromptEmbedding:
     g = torch.Generator().manual_seed(seed)
-    return PromptEmbedding(torch.randn(1, 6, 32, generator=g), torch.randn(1, 32, generator=g), torch.zeros(6, 3))
+    return PromptEmbedding(
+        torch.randn(1, 6, 32, generator=g), torch.randn(1, 32, generator=g), torch.zeros(6, 3)
+    )
 
 
 def identity(seed: int) -> IdEmbedding:
@@ -148,13 +149,17 @@ def test_pack_roundtrip_and_decode() -> None:
     latents = run(BASE, ident=None, hooked=False)
     images = decode(tiny.tiny_vae(), latents, HW)  # 16x16 latent, 8x upscale
     assert images.shape == (1, 3, 128, 128)
-    assert 0 <= images.min() and images.max() <= 1
+    assert images.min() >= 0 and images.max() <= 1
 
 
 def test_encode_prompt_with_tiny_text_encoders() -> None:
     parts = tiny.tiny_text_parts()
     encoders = TextEncoders(**parts)
-    a = encode_prompt(encoders, "a photo of person", max_sequence_length=8, device=torch.device("cpu"), dtype=torch.float32)
-    b = encode_prompt(encoders, "a blurry city", max_sequence_length=8, device=torch.device("cpu"), dtype=torch.float32)
+    a = encode_prompt(
+        encoders, "a photo of person", max_sequence_length=8, device=torch.device("cpu"), dtype=torch.float32
+    )
+    b = encode_prompt(
+        encoders, "a blurry city", max_sequence_length=8, device=torch.device("cpu"), dtype=torch.float32
+    )
     assert a.text.shape == (1, 8, 32) and a.pooled.shape == (1, 32) and a.text_ids.shape == (8, 3)
     assert not torch.equal(a.text, b.text) and not torch.equal(a.pooled, b.pooled)

@@ -131,7 +131,9 @@ def tiny_text_parts(seed: int = 2) -> dict[str, Any]:
             pad_token_id=1,
         )
     ).eval()
-    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [(f"▁{w}", -1.0 - i) for i, w in enumerate(words)]
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [
+        (f"▁{w}", -1.0 - i) for i, w in enumerate(words)
+    ]
     t5_tokenizer = T5TokenizerFast(vocab=pieces, extra_ids=0)
     t5 = T5EncoderModel(
         T5Config(
@@ -145,7 +147,12 @@ def tiny_text_parts(seed: int = 2) -> dict[str, Any]:
             dropout_rate=0.0,
         )
     ).eval()
-    return {"tokenizer": clip_tokenizer, "text_encoder": clip, "tokenizer_2": t5_tokenizer, "text_encoder_2": t5}
+    return {
+        "tokenizer": clip_tokenizer,
+        "text_encoder": clip,
+        "tokenizer_2": t5_tokenizer,
+        "text_encoder_2": t5,
+    }
 
 
 def tiny_vae(seed: int = 3) -> Any:
@@ -274,4 +281,3 @@ def tiny_renderer(settings: LocalSettings) -> Any:
         return TinyEva().to(device=device, dtype=dtype).eval()
 
     return load_renderer(settings, eva_loader=eva_loader, parser_loader=CentreParser)
-

@@ -48,7 +48,10 @@ RESUMED = "New jobs are accepted again."
 def stats_text(stats: Stats) -> str:
     rate = "n/a" if stats.success_rate is None else f"{stats.success_rate:.0%}"
     states = ", ".join(f"{state} {count}" for state, count in sorted(stats.by_state.items())) or "none"
-    spend = ", ".join(f"{backend} ${usd:.4f}" for backend, usd in sorted(stats.spend_by_backend.items())) or "none"
+    spend = (
+        ", ".join(f"{backend} ${usd:.4f}" for backend, usd in sorted(stats.spend_by_backend.items()))
+        or "none"
+    )
     return (
         f"Jobs today: {stats.total} ({states})\n"
         f"Success rate: {rate}\n"

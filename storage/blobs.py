@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Protocol
 
 from sqlalchemy import delete, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.engine import Connection
 
 from storage import tables as t
 
@@ -77,21 +77,19 @@ class LocalBlobStore:
         return await asyncio.to_thread(self.path(key).exists)
 
 
-async def release(*, session: AsyncSession, owner: str) -> list[str]:
+def release(*, session: Connection, owner: str) -> list[str]:
     """Drop every reference held by ``owner``; returns the keys nothing references any more.
 
     The caller deletes those blobs after its transaction commits.
     """
     r = t.blob_refs.c
-    keys = list((await session.execute(select(r.blob_key).where(r.owner == owner))).scalars())
+    keys = list((session.execute(select(r.blob_key).where(r.owner == owner))).scalars())
     if not keys:
         return []
-    await session.execute(delete(t.blob_refs).where(r.owner == owner))
+    session.execute(delete(t.blob_refs).where(r.owner == owner))
     other = t.blob_refs.alias("other")
     still_used = (
-        await session.execute(
-            select(other.c.blob_key).where(other.c.blob_key.in_(keys)).distinct()
-        )
+        session.execute(select(other.c.blob_key).where(other.c.blob_key.in_(keys)).distinct())
     ).scalars()
     used = set(still_used)
     return [key for key in keys if key not in used]

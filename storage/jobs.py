@@ -14,16 +14,20 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy import Float, and_, bindparam, case, func, literal, literal_column, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.engine import Connection
 
 from storage import tables as t
 from storage.errors import DuplicateJob, QuotaRefused, RefusalReason
 from storage.models import Job
 from storage.quota import record_entry
-from storage.states import TIER_WEIGHTS, DeliveryState, JobState, LedgerKind, Tier
+from storage.states import TIER_WEIGHTS, DeliveryState, JobState, LedgerKind
+
+# Spelled as literals so the planners can use the partial indexes (a bound parameter hides the match).
+QUEUED = t.jobs.c.state == literal_column("'queued'")
+DELIVERY_PENDING = t.jobs.c.delivery_state == literal_column("'pending'")
 
 
 def utc_day(now: float) -> str:
@@ -42,7 +46,6 @@ class NewJob:
     reply_target: dict[str, Any] = field(default_factory=dict)
     kind: str = "imagine"
     parent_id: str | None = None
-    priority: int = 0
     max_attempts: int = 3
     deadline_s: float | None = None
 
@@ -71,107 +74,115 @@ class Heartbeat:
     deadline_at: float | None
 
 
-def _insert(session: AsyncSession, table: Any) -> Any:
-    dialect = session.bind.dialect.name
+def _insert(session: Connection, table: Any) -> Any:
+    dialect = session.dialect.name
     return (pg_insert if dialect == "postgresql" else sqlite_insert)(table)
 
 
-def _is_postgres(session: AsyncSession) -> bool:
-    return bool(session.bind.dialect.name == "postgresql")
+def _is_postgres(session: Connection) -> bool:
+    return bool(session.dialect.name == "postgresql")
 
 
-async def submit(*, session: AsyncSession, job: NewJob, now: float, daily_jobs_default: int) -> Job:
-    """Queue a job and reserve its cost. Raises DuplicateJob or QuotaRefused, writing nothing."""
-    if (await session.execute(select(t.jobs.c.id).where(t.jobs.c.id == job.id))).first():
-        raise DuplicateJob(job.id)
-    user = (
-        await session.execute(
-            select(t.users.c.tier, t.users.c.unlimited).where(t.users.c.id == job.user_id)
-        )
-    ).first()
-    if user is None:
-        raise QuotaRefused(RefusalReason.UNKNOWN_USER)
-    weight = TIER_WEIGHTS.get(Tier(user.tier), 1.0)
-    # Start-time fair queuing: jobs run in order of start tags. The virtual clock is the smallest start
-    # tag still queued (or, with an empty queue, the largest finish tag handed out), so a heavy user's
-    # backlog cannot push a newcomer behind it.
-    vclock = (
-        select(
-            func.coalesce(
-                select(func.min(t.jobs.c.fair_key)).where(t.jobs.c.state == JobState.QUEUED).scalar_subquery(),
-                select(func.max(t.users.c.last_vfinish)).scalar_subquery(),
-                0.0,
-            )
-        )
-    ).scalar_subquery()
-    today = utc_day(now)
-    u = t.users.c
-    daily_limit = func.coalesce(
-        u.daily_jobs_limit,
-        select(t.scope_settings.c.daily_jobs).where(t.scope_settings.c.scope == "global").scalar_subquery(),
-        daily_jobs_default,
+_u, _j = t.users.c, t.jobs.c
+
+# The hot-path statements are built once: building and cache-keying a statement costs more than
+# SQLite takes to run it.
+
+# Start-time fair queuing: jobs run in order of start tags. The virtual clock is the smallest start tag
+# still queued (or, with an empty queue, the largest finish tag handed out), so a heavy user's backlog
+# cannot push a newcomer behind it. A tier's weight shrinks the tag step of its jobs.
+_VCLOCK = select(
+    func.coalesce(
+        select(func.min(_j.fair_key)).where(QUEUED).scalar_subquery(),
+        select(func.max(_u.last_vfinish)).scalar_subquery(),
+        0.0,
     )
-    reserved = (
-        await session.execute(
-            update(t.users)
-            .where(
-                u.id == job.user_id,
-                u.banned.is_(False),
-                or_(u.unlimited.is_(True), u.credits - u.reserved >= job.cost),
-                or_(u.unlimited.is_(True), u.day != today, u.day_jobs < daily_limit),
-            )
-            .values(
-                reserved=u.reserved + job.cost,
-                day_jobs=case((u.day == today, u.day_jobs + 1), else_=1),
-                day=today,
-                last_vfinish=case((u.last_vfinish > vclock, u.last_vfinish), else_=vclock)
-                + job.cost / weight,
-            )
-            .returning(u.last_vfinish)
-        )
+).scalar_subquery()
+_STEP = bindparam("cost", type_=Float) / case(
+    *((_u.tier == tier.value, literal(weight)) for tier, weight in TIER_WEIGHTS.items()), else_=literal(1.0)
+)
+_GLOBAL_DAILY = (
+    select(t.scope_settings.c.daily_jobs).where(t.scope_settings.c.scope == "global").scalar_subquery()
+)
+_RESERVE = (
+    update(t.users)
+    .where(
+        _u.id == bindparam("uid"),
+        _u.banned.is_(False),
+        or_(_u.unlimited.is_(True), _u.credits - _u.reserved >= bindparam("cost")),
+        or_(
+            _u.unlimited.is_(True),
+            _u.day != bindparam("today"),
+            _u.day_jobs < func.coalesce(_u.daily_jobs_limit, _GLOBAL_DAILY, bindparam("daily_default")),
+        ),
+    )
+    .values(
+        reserved=_u.reserved + bindparam("cost"),
+        day_jobs=case((_u.day == bindparam("today"), _u.day_jobs + 1), else_=1),
+        day=bindparam("today"),
+        last_vfinish=case((_u.last_vfinish > _VCLOCK, _u.last_vfinish), else_=_VCLOCK) + _STEP,
+    )
+    .returning(_u.last_vfinish, _STEP.label("step"))
+)
+_INSERT_JOB = {
+    "sqlite": sqlite_insert(t.jobs).on_conflict_do_nothing(index_elements=["id"]),
+    "postgresql": pg_insert(t.jobs).on_conflict_do_nothing(index_elements=["id"]),
+}
+
+
+def submit(*, session: Connection, job: NewJob, now: float, daily_jobs_default: int) -> float:
+    """Queue a job and reserve its cost; returns its fair-queue tag.
+
+    Raises DuplicateJob or QuotaRefused; the caller's transaction then rolls back, so nothing is written.
+    """
+    today = utc_day(now)
+    reserved = session.execute(
+        _RESERVE, {"uid": job.user_id, "cost": job.cost, "today": today, "daily_default": daily_jobs_default}
     ).first()
     if reserved is None:
-        raise await _refusal(session, job, today, daily_jobs_default)
-    inserted = await session.execute(
-        _insert(session, t.jobs)
-        .values(
-            id=job.id,
-            user_id=job.user_id,
-            kind=job.kind,
-            parent_id=job.parent_id,
-            state=JobState.QUEUED,
-            params=job.params,
-            face_keys=job.face_keys,
-            route=job.route,
-            pinned=job.pinned,
-            attempt=0,
-            max_attempts=job.max_attempts,
-            priority=job.priority,
-            fair_key=reserved.last_vfinish - job.cost / weight,  # the job's start tag
-            run_after=now,
-            deadline_at=None if job.deadline_s is None else now + job.deadline_s,
-            cancel_requested=False,
-            cost=job.cost,
-            spend_usd=0.0,
-            reply_target=job.reply_target,
-            delivery_state=DeliveryState.NONE,
-            delivery_attempts=0,
-            expired=False,
-            created_at=now,
-            updated_at=now,
-        )
-        .on_conflict_do_nothing(index_elements=["id"])
+        raise _refusal(session, job, daily_jobs_default)
+    fair_key = float(reserved.last_vfinish - reserved.step)  # the job's start tag
+    inserted = session.execute(
+        _INSERT_JOB[session.dialect.name],
+        {
+            "id": job.id,
+            "user_id": job.user_id,
+            "kind": job.kind,
+            "parent_id": job.parent_id,
+            "state": JobState.QUEUED,
+            "params": job.params,
+            "face_keys": job.face_keys,
+            "route": job.route,
+            "pinned": job.pinned,
+            "attempt": 0,
+            "max_attempts": job.max_attempts,
+            "fair_key": fair_key,
+            "run_after": now,
+            "deadline_at": None if job.deadline_s is None else now + job.deadline_s,
+            "cancel_requested": False,
+            "cost": job.cost,
+            "spend_usd": 0.0,
+            "reply_target": job.reply_target,
+            "delivery_state": DeliveryState.NONE,
+            "delivery_attempts": 0,
+            "expired": False,
+            "created_at": now,
+            "updated_at": now,
+        },
     )
-    if inserted.rowcount == 0:  # a concurrent submit of the same key won the race
+    if inserted.rowcount == 0:  # the chat event was seen before: the job exists
         raise DuplicateJob(job.id)
-    await record_entry(session, job.user_id, job.id, LedgerKind.RESERVE, job.cost, now)
+    record_entry(session, job.user_id, job.id, LedgerKind.RESERVE, job.cost, now)
     for key in job.face_keys:
-        await add_blob_ref(session=session, blob_key=key, owner=f"job:{job.id}")
-    return await get(session=session, job_id=job.id)  # type: ignore[return-value]
+        add_blob_ref(session=session, blob_key=key, owner=f"job:{job.id}")
+    return fair_key
 
 
-async def _refusal(session: AsyncSession, job: NewJob, today: str, daily_jobs_default: int) -> QuotaRefused:
-    row = (await session.execute(select(t.users).where(t.users.c.id == job.user_id))).first()
+def _refusal(session: Connection, job: NewJob, daily_jobs_default: int) -> QuotaRefused | DuplicateJob:
+    # A repeated chat event for a job that exists is a duplicate, whatever the quota says now.
+    if session.execute(select(_j.id).where(_j.id == job.id)).first():
+        return DuplicateJob(job.id)
+    row = session.execute(select(t.users).where(_u.id == job.user_id)).first()
     if row is None:
         return QuotaRefused(RefusalReason.UNKNOWN_USER)
     if row.banned:
@@ -180,118 +191,175 @@ async def _refusal(session: AsyncSession, job: NewJob, today: str, daily_jobs_de
         return QuotaRefused(RefusalReason.NO_CREDITS, needed=job.cost, available=row.credits - row.reserved)
     limit = row.daily_jobs_limit
     if limit is None:
-        limit = (
-            await session.execute(
-                select(t.scope_settings.c.daily_jobs).where(t.scope_settings.c.scope == "global")
-            )
-        ).scalar() or daily_jobs_default
+        limit = session.execute(select(_GLOBAL_DAILY)).scalar() or daily_jobs_default
     return QuotaRefused(RefusalReason.DAILY_LIMIT, limit=int(limit))
 
 
-async def get(*, session: AsyncSession, job_id: str) -> Job | None:
-    return await session.get(Job, job_id)
+def to_job(row: Any) -> Job:
+    return Job.model_validate(dict(row._mapping))
 
 
-async def claim(
-    *, session: AsyncSession, worker: str, lease_s: float, running_cap: int, now: float
-) -> Job | None:
-    """Take the fairest runnable job: queued, due, and its owner under their running cap."""
-    j, u = t.jobs.c, t.users.c
-    other = t.jobs.alias("other")
-    running_count = (
-        select(func.count())
-        .select_from(other)
-        .where(other.c.user_id == j.user_id, other.c.state == JobState.RUNNING)
-        .scalar_subquery()
+def get(*, session: Connection, job_id: str) -> Job | None:
+    row = session.execute(select(t.jobs).where(_j.id == job_id)).first()
+    return None if row is None else to_job(row)
+
+
+_other = t.jobs.alias("other")
+_RUNNING_OF_OWNER = (
+    select(func.count())
+    .select_from(_other)
+    .where(_other.c.user_id == _j.user_id, _other.c.state == literal_column("'running'"))
+    .scalar_subquery()
+)
+_CAP = func.coalesce(_u.running_cap, bindparam("default_cap"))
+_CANDIDATE = (
+    select(_j.id, _j.user_id, _CAP.label("cap"))
+    .join(t.users, _u.id == _j.user_id)
+    .where(
+        QUEUED,
+        _j.run_after <= bindparam("now"),
+        _RUNNING_OF_OWNER < _CAP,
+        _j.user_id.not_in(bindparam("excluded", expanding=True)),
     )
+    .order_by(_j.fair_key, _j.created_at, _j.id)
+    .limit(1)
+    .with_for_update(of=t.jobs, skip_locked=True)
+)
+_LOCK_USER = select(_u.id).where(_u.id == bindparam("uid")).with_for_update()
+_RUNNING_COUNT = (
+    select(func.count())
+    .select_from(t.jobs)
+    .where(_j.user_id == bindparam("uid"), _j.state == literal_column("'running'"))
+)
+_CLAIM = (
+    update(t.jobs)
+    .where(_j.id == bindparam("job"), QUEUED)
+    .values(
+        state=JobState.RUNNING,
+        attempt=_j.attempt + 1,
+        lease_owner=bindparam("worker"),
+        lease_until=bindparam("lease_end"),
+        started_at=func.coalesce(_j.started_at, bindparam("now")),
+        updated_at=bindparam("now"),
+    )
+    .returning(*t.jobs.c)
+)
+
+
+def claim(*, session: Connection, worker: str, lease_s: float, running_cap: int, now: float) -> Job | None:
+    """Take the fairest runnable job: queued, due, and its owner under their running cap."""
     excluded: list[int] = []
     for _ in range(8):
-        candidate_query = (
-            select(j.id, j.user_id, func.coalesce(u.running_cap, running_cap).label("cap"))
-            .join(t.users, u.id == j.user_id)
-            .where(
-                j.state == JobState.QUEUED,
-                j.run_after <= now,
-                running_count < func.coalesce(u.running_cap, running_cap),
-            )
-            .order_by(j.priority.desc(), j.fair_key, j.created_at, j.id)
-            .limit(1)
-            .with_for_update(of=t.jobs, skip_locked=True)
-        )
-        if excluded:
-            candidate_query = candidate_query.where(j.user_id.not_in(excluded))
-        candidate = (await session.execute(candidate_query)).first()
+        candidate = session.execute(
+            _CANDIDATE, {"now": now, "default_cap": running_cap, "excluded": excluded}
+        ).first()
         if candidate is None:
             return None
         if _is_postgres(session):
             # Claimers on other connections may be starting this user's jobs right now: serialize on
             # the user row, then count again with a fresh snapshot. (SQLite writers are serial already.)
-            await session.execute(select(u.id).where(u.id == candidate.user_id).with_for_update())
-            now_running = (
-                await session.execute(
-                    select(func.count())
-                    .select_from(t.jobs)
-                    .where(j.user_id == candidate.user_id, j.state == JobState.RUNNING)
-                )
-            ).scalar_one()
-            if now_running >= candidate.cap:
+            session.execute(_LOCK_USER, {"uid": candidate.user_id})
+            if session.execute(_RUNNING_COUNT, {"uid": candidate.user_id}).scalar_one() >= candidate.cap:
                 excluded.append(candidate.user_id)
                 continue
-        claimed = await session.execute(
-            update(t.jobs)
-            .where(j.id == candidate.id, j.state == JobState.QUEUED)
-            .values(
-                state=JobState.RUNNING,
-                attempt=j.attempt + 1,
-                lease_owner=worker,
-                lease_until=now + lease_s,
-                started_at=func.coalesce(j.started_at, now),
-                updated_at=now,
-            )
-        )
-        if claimed.rowcount == 1:
-            job = await session.get(Job, candidate.id, populate_existing=True)
-            return job
+        claimed = session.execute(
+            _CLAIM, {"job": candidate.id, "worker": worker, "lease_end": now + lease_s, "now": now}
+        ).first()
+        if claimed is not None:
+            return to_job(claimed)
     return None
 
 
-async def heartbeat(
-    *, session: AsyncSession, job_id: str, attempt: int, lease_s: float, now: float
+_HEARTBEAT = (
+    update(t.jobs)
+    .where(_j.id == bindparam("job"), _j.attempt == bindparam("att"), _j.state == literal_column("'running'"))
+    .values(lease_until=bindparam("lease_end"), updated_at=bindparam("now"))
+    .returning(_j.cancel_requested, _j.deadline_at)
+)
+
+
+def heartbeat(
+    *, session: Connection, job_id: str, attempt: int, lease_s: float, now: float
 ) -> Heartbeat | None:
     """Extend the lease. None means this attempt lost the job: stop working on it."""
-    j = t.jobs.c
-    row = (
-        await session.execute(
-            update(t.jobs)
-            .where(j.id == job_id, j.attempt == attempt, j.state == JobState.RUNNING)
-            .values(lease_until=now + lease_s, updated_at=now)
-            .returning(j.cancel_requested, j.deadline_at)
-        )
+    row = session.execute(
+        _HEARTBEAT, {"job": job_id, "att": attempt, "lease_end": now + lease_s, "now": now}
     ).first()
     return None if row is None else Heartbeat(bool(row.cancel_requested), row.deadline_at)
 
 
-def _finish(job_id: str, attempt: int, state: JobState, now: float, **values: Any) -> Any:
-    j = t.jobs.c
-    return (
-        update(t.jobs)
-        .where(j.id == job_id, j.attempt == attempt, j.state == JobState.RUNNING)
-        .values(
-            state=state,
-            finished_at=now,
-            updated_at=now,
-            lease_owner=None,
-            lease_until=None,
-            delivery_state=DeliveryState.PENDING,
-            **values,
-        )
-        .returning(j.user_id, j.cost, j.created_at)
+# One statement ends a running attempt, whatever the outcome; the conditions make it first-writer-wins.
+_FINISH = (
+    update(t.jobs)
+    .where(_j.id == bindparam("job"), _j.attempt == bindparam("att"), _j.state == literal_column("'running'"))
+    .values(
+        state=bindparam("outcome"),
+        finished_at=bindparam("now"),
+        updated_at=bindparam("now"),
+        lease_owner=None,
+        lease_until=None,
+        delivery_state=DeliveryState.PENDING,
+        error=bindparam("reason"),
+        error_detail=bindparam("detail"),
+        spend_usd=_j.spend_usd + bindparam("spend", type_=Float),
+        seed=func.coalesce(bindparam("result_seed"), _j.seed),
+        backend=func.coalesce(bindparam("result_backend"), _j.backend),
     )
+    .returning(_j.user_id, _j.cost, _j.created_at)
+)
+_CHARGE = (
+    update(t.users)
+    .where(_u.id == bindparam("uid"))
+    .values(
+        reserved=_u.reserved - bindparam("amount"),
+        credits=case((_u.unlimited, _u.credits), else_=_u.credits - bindparam("amount")),
+    )
+)
+# A refunded job gives back its daily slot too, if it is still the same UTC day.
+_REFUND = (
+    update(t.users)
+    .where(_u.id == bindparam("uid"))
+    .values(
+        reserved=_u.reserved - bindparam("amount"),
+        day_jobs=case(
+            (and_(_u.day == bindparam("job_day"), _u.day_jobs > 0), _u.day_jobs - 1), else_=_u.day_jobs
+        ),
+    )
+)
 
 
-async def complete(
+def _finish(
+    session: Connection,
+    job_id: str,
+    attempt: int,
+    outcome: JobState,
+    now: float,
     *,
-    session: AsyncSession,
+    reason: str | None = None,
+    detail: str | None = None,
+    spend_usd: float = 0.0,
+    seed: str | None = None,
+    backend: str | None = None,
+) -> Any:
+    return session.execute(
+        _FINISH,
+        {
+            "job": job_id,
+            "att": attempt,
+            "outcome": outcome,
+            "now": now,
+            "reason": reason,
+            "detail": None if detail is None else detail[:1024],
+            "spend": spend_usd,
+            "result_seed": seed,
+            "result_backend": backend,
+        },
+    ).first()
+
+
+def complete(
+    *,
+    session: Connection,
     job_id: str,
     attempt: int,
     images: Sequence[NewImage],
@@ -301,21 +369,15 @@ async def complete(
     spend_usd: float = 0.0,
 ) -> bool:
     """running → succeeded, charging the reservation. False if this attempt no longer owns the job."""
-    values: dict[str, Any] = {"seed": seed, "spend_usd": spend_usd, "error": None, "error_detail": None}
-    if backend is not None:
-        values["backend"] = backend
-    row = (await session.execute(_finish(job_id, attempt, JobState.SUCCEEDED, now, **values))).first()
+    row = _finish(
+        session, job_id, attempt, JobState.SUCCEEDED, now, spend_usd=spend_usd, seed=seed, backend=backend
+    )
     if row is None:
         return False
-    u = t.users.c
-    await session.execute(
-        update(t.users)
-        .where(u.id == row.user_id)
-        .values(reserved=u.reserved - row.cost, credits=case((u.unlimited, u.credits), else_=u.credits - row.cost))
-    )
-    await record_entry(session, row.user_id, job_id, LedgerKind.COMMIT, row.cost, now)
+    session.execute(_CHARGE, {"uid": row.user_id, "amount": row.cost})
+    record_entry(session, row.user_id, job_id, LedgerKind.COMMIT, row.cost, now)
     if images:
-        await session.execute(
+        session.execute(
             t.images.insert(),
             [
                 {
@@ -333,14 +395,13 @@ async def complete(
             ],
         )
         for key in {image.blob_key for image in images}:
-            await add_blob_ref(session=session, blob_key=key, owner=f"job:{job_id}")
-    await add_event(session=session, job_id=job_id, kind="succeeded", now=now, data={"images": len(images)})
+            add_blob_ref(session=session, blob_key=key, owner=f"job:{job_id}")
     return True
 
 
-async def fail(
+def fail(
     *,
-    session: AsyncSession,
+    session: Connection,
     job_id: str,
     attempt: int,
     reason: str,
@@ -349,28 +410,26 @@ async def fail(
     spend_usd: float = 0.0,
 ) -> bool:
     """running → failed, refunding the reservation. False if this attempt no longer owns the job."""
-    row = (
-        await session.execute(
-            _finish(
-                job_id, attempt, JobState.FAILED, now, error=reason, error_detail=detail[:1024], spend_usd=spend_usd
-            )
-        )
-    ).first()
+    row = _finish(
+        session, job_id, attempt, JobState.FAILED, now, reason=reason, detail=detail, spend_usd=spend_usd
+    )
     if row is None:
         return False
-    await _refund(session, job_id, row.user_id, row.cost, row.created_at, now)
-    await add_event(session=session, job_id=job_id, kind="failed", now=now, data={"reason": reason})
+    _refund(session, job_id, row.user_id, row.cost, row.created_at, now)
+    add_event(session=session, job_id=job_id, kind="failed", now=now, data={"reason": reason})
     return True
 
 
-async def retry_later(
-    *, session: AsyncSession, job_id: str, attempt: int, run_after: float, reason: str, now: float
+def retry_later(
+    *, session: Connection, job_id: str, attempt: int, run_after: float, reason: str, now: float
 ) -> bool:
     """running → queued until ``run_after`` (the next claim starts a new attempt)."""
     j = t.jobs.c
-    result = await session.execute(
+    result = session.execute(
         update(t.jobs)
-        .where(j.id == job_id, j.attempt == attempt, j.state == JobState.RUNNING, j.cancel_requested.is_(False))
+        .where(
+            j.id == job_id, j.attempt == attempt, j.state == JobState.RUNNING, j.cancel_requested.is_(False)
+        )
         .values(
             state=JobState.QUEUED,
             run_after=run_after,
@@ -382,15 +441,15 @@ async def retry_later(
     )
     if result.rowcount == 0:
         return False
-    await add_event(session=session, job_id=job_id, kind="retry", now=now, data={"reason": reason})
+    add_event(session=session, job_id=job_id, kind="retry", now=now, data={"reason": reason})
     return True
 
 
-async def cancel(*, session: AsyncSession, job_id: str, now: float) -> CancelOutcome:
+def cancel(*, session: Connection, job_id: str, now: float) -> CancelOutcome:
     """Cancel at once if queued (refund now); ask the worker if running; nothing if finished."""
     j = t.jobs.c
     row = (
-        await session.execute(
+        session.execute(
             update(t.jobs)
             .where(j.id == job_id, j.state == JobState.QUEUED)
             .values(
@@ -404,10 +463,10 @@ async def cancel(*, session: AsyncSession, job_id: str, now: float) -> CancelOut
         )
     ).first()
     if row is not None:
-        await _refund(session, job_id, row.user_id, row.cost, row.created_at, now)
-        await add_event(session=session, job_id=job_id, kind="cancelled", now=now)
+        _refund(session, job_id, row.user_id, row.cost, row.created_at, now)
+        add_event(session=session, job_id=job_id, kind="cancelled", now=now)
         return CancelOutcome.CANCELLED
-    requested = await session.execute(
+    requested = session.execute(
         update(t.jobs)
         .where(j.id == job_id, j.state == JobState.RUNNING)
         .values(cancel_requested=True, updated_at=now)
@@ -415,23 +474,21 @@ async def cancel(*, session: AsyncSession, job_id: str, now: float) -> CancelOut
     return CancelOutcome.REQUESTED if requested.rowcount else CancelOutcome.NOOP
 
 
-async def finish_cancelled(*, session: AsyncSession, job_id: str, attempt: int, now: float) -> bool:
+def finish_cancelled(*, session: Connection, job_id: str, attempt: int, now: float) -> bool:
     """The worker stopped a job whose cancel was requested: running → cancelled, refunded."""
-    row = (
-        await session.execute(_finish(job_id, attempt, JobState.CANCELLED, now, error="cancelled"))
-    ).first()
+    row = _finish(session, job_id, attempt, JobState.CANCELLED, now, reason="cancelled")
     if row is None:
         return False
-    await _refund(session, job_id, row.user_id, row.cost, row.created_at, now)
-    await add_event(session=session, job_id=job_id, kind="cancelled", now=now)
+    _refund(session, job_id, row.user_id, row.cost, row.created_at, now)
+    add_event(session=session, job_id=job_id, kind="cancelled", now=now)
     return True
 
 
-async def expire_leases(*, session: AsyncSession, now: float, limit: int = 100) -> list[str]:
+def expire_leases(*, session: Connection, now: float, limit: int = 100) -> list[str]:
     """Jobs whose worker stopped heartbeating: back to the queue, or ended if out of attempts."""
     j = t.jobs.c
     expired = (
-        await session.execute(
+        session.execute(
             select(j.id, j.attempt, j.max_attempts, j.cancel_requested, j.deadline_at)
             .where(j.state == JobState.RUNNING, j.lease_until < now)
             .limit(limit)
@@ -440,29 +497,33 @@ async def expire_leases(*, session: AsyncSession, now: float, limit: int = 100) 
     handled: list[str] = []
     for row in expired:
         if row.cancel_requested:
-            done = await finish_cancelled(session=session, job_id=row.id, attempt=row.attempt, now=now)
+            done = finish_cancelled(session=session, job_id=row.id, attempt=row.attempt, now=now)
         elif row.attempt >= row.max_attempts or (row.deadline_at is not None and row.deadline_at <= now):
-            done = await fail(session=session, job_id=row.id, attempt=row.attempt, reason="lease_expired", now=now)
+            done = fail(session=session, job_id=row.id, attempt=row.attempt, reason="lease_expired", now=now)
         else:
-            result = await session.execute(
+            result = session.execute(
                 update(t.jobs)
-                .where(j.id == row.id, j.attempt == row.attempt, j.state == JobState.RUNNING, j.lease_until < now)
-                .values(state=JobState.QUEUED, run_after=now, lease_owner=None, lease_until=None, updated_at=now)
+                .where(
+                    j.id == row.id, j.attempt == row.attempt, j.state == JobState.RUNNING, j.lease_until < now
+                )
+                .values(
+                    state=JobState.QUEUED, run_after=now, lease_owner=None, lease_until=None, updated_at=now
+                )
             )
             done = result.rowcount == 1
             if done:
-                await add_event(session=session, job_id=row.id, kind="lease_expired", now=now)
+                add_event(session=session, job_id=row.id, kind="lease_expired", now=now)
         if done:
             handled.append(row.id)
     return handled
 
 
-async def set_provider_ref(
-    *, session: AsyncSession, job_id: str, attempt: int, ref: dict[str, Any] | None, now: float
+def set_provider_ref(
+    *, session: Connection, job_id: str, attempt: int, ref: dict[str, Any] | None, now: float
 ) -> bool:
     """Remember the provider's request before waiting on it, so a restart resumes instead of re-paying."""
     j = t.jobs.c
-    result = await session.execute(
+    result = session.execute(
         update(t.jobs)
         .where(j.id == job_id, j.attempt == attempt, j.state == JobState.RUNNING)
         .values(provider_ref=ref, updated_at=now)
@@ -470,45 +531,39 @@ async def set_provider_ref(
     return bool(result.rowcount == 1)
 
 
-async def set_backend(*, session: AsyncSession, job_id: str, attempt: int, backend: str, now: float) -> bool:
+def set_backend(*, session: Connection, job_id: str, attempt: int, backend: str, now: float) -> bool:
     j = t.jobs.c
-    result = await session.execute(
+    result = session.execute(
         update(t.jobs)
         .where(j.id == job_id, j.attempt == attempt, j.state == JobState.RUNNING)
         .values(backend=backend, provider_ref=None, updated_at=now)
     )
     if result.rowcount == 1:
-        await add_event(session=session, job_id=job_id, kind="backend", now=now, data={"backend": backend})
+        add_event(session=session, job_id=job_id, kind="backend", now=now, data={"backend": backend})
     return bool(result.rowcount == 1)
 
 
-async def queue_position(*, session: AsyncSession, job_id: str) -> int | None:
+def queue_position(*, session: Connection, job_id: str) -> int | None:
     """1-based place among queued jobs in claim order; None once the job left the queue."""
     j = t.jobs.c
     me = (
-        await session.execute(
-            select(j.priority, j.fair_key, j.created_at, j.id).where(j.id == job_id, j.state == JobState.QUEUED)
+        session.execute(
+            select(j.fair_key, j.created_at, j.id).where(j.id == job_id, j.state == JobState.QUEUED)
         )
     ).first()
     if me is None:
         return None
     ahead = (
-        await session.execute(
+        session.execute(
             select(func.count())
             .select_from(t.jobs)
             .where(
-                j.state == JobState.QUEUED,
+                QUEUED,
                 or_(
-                    j.priority > me.priority,
+                    j.fair_key < me.fair_key,
                     and_(
-                        j.priority == me.priority,
-                        or_(
-                            j.fair_key < me.fair_key,
-                            and_(
-                                j.fair_key == me.fair_key,
-                                or_(j.created_at < me.created_at, and_(j.created_at == me.created_at, j.id < me.id)),
-                            ),
-                        ),
+                        j.fair_key == me.fair_key,
+                        or_(j.created_at < me.created_at, and_(j.created_at == me.created_at, j.id < me.id)),
                     ),
                 ),
             )
@@ -517,27 +572,24 @@ async def queue_position(*, session: AsyncSession, job_id: str) -> int | None:
     return int(ahead) + 1
 
 
-async def pending_deliveries(*, session: AsyncSession, platforms: Sequence[str], limit: int = 50) -> list[Job]:
+def pending_deliveries(*, session: Connection, platforms: Sequence[str], limit: int = 50) -> list[Job]:
     j, u = t.jobs.c, t.users.c
-    ids = (
-        await session.execute(
-            select(j.id)
-            .join(t.users, u.id == j.user_id)
-            .where(j.delivery_state == DeliveryState.PENDING, u.platform.in_(list(platforms)))
-            .order_by(j.finished_at)
-            .limit(limit)
-        )
-    ).scalars()
-    found = [await session.get(Job, job_id) for job_id in ids]
-    return [job for job in found if job is not None]
+    rows = session.execute(
+        select(t.jobs)
+        .join(t.users, u.id == j.user_id)
+        .where(DELIVERY_PENDING, u.platform.in_(list(platforms)))
+        .order_by(j.finished_at)
+        .limit(limit)
+    )
+    return [to_job(row) for row in rows]
 
 
-async def mark_delivery(
-    *, session: AsyncSession, job_id: str, state: DeliveryState, path: str | None, now: float
+def mark_delivery(
+    *, session: Connection, job_id: str, state: DeliveryState, path: str | None, now: float
 ) -> bool:
     """pending → delivered or undeliverable, once."""
     j = t.jobs.c
-    result = await session.execute(
+    result = session.execute(
         update(t.jobs)
         .where(j.id == job_id, j.delivery_state == DeliveryState.PENDING)
         .values(delivery_state=state, delivery_path=path, updated_at=now)
@@ -545,10 +597,10 @@ async def mark_delivery(
     return bool(result.rowcount == 1)
 
 
-async def count_delivery_attempt(*, session: AsyncSession, job_id: str, now: float) -> int:
+def count_delivery_attempt(*, session: Connection, job_id: str, now: float) -> int:
     j = t.jobs.c
     row = (
-        await session.execute(
+        session.execute(
             update(t.jobs)
             .where(j.id == job_id)
             .values(delivery_attempts=j.delivery_attempts + 1, updated_at=now)
@@ -558,38 +610,27 @@ async def count_delivery_attempt(*, session: AsyncSession, job_id: str, now: flo
     return 0 if row is None else int(row.delivery_attempts)
 
 
-async def set_reply_target(*, session: AsyncSession, job_id: str, reply_target: dict[str, Any], now: float) -> None:
-    await session.execute(
+def set_reply_target(*, session: Connection, job_id: str, reply_target: dict[str, Any], now: float) -> None:
+    session.execute(
         update(t.jobs).where(t.jobs.c.id == job_id).values(reply_target=reply_target, updated_at=now)
     )
 
 
-async def add_event(
-    *, session: AsyncSession, job_id: str, kind: str, now: float, data: dict[str, Any] | None = None
+def add_event(
+    *, session: Connection, job_id: str, kind: str, now: float, data: dict[str, Any] | None = None
 ) -> None:
-    await session.execute(t.job_events.insert().values(job_id=job_id, at=now, kind=kind, data=data or {}))
+    session.execute(t.job_events.insert().values(job_id=job_id, at=now, kind=kind, data=data or {}))
 
 
-async def add_blob_ref(*, session: AsyncSession, blob_key: str, owner: str) -> None:
-    await session.execute(
+def add_blob_ref(*, session: Connection, blob_key: str, owner: str) -> None:
+    session.execute(
         _insert(session, t.blob_refs).values(blob_key=blob_key, owner=owner).on_conflict_do_nothing()
     )
 
 
-async def _refund(session: AsyncSession, job_id: str, user_id: int, cost: int, created_at: float, now: float) -> None:
-    u = t.users.c
-    # A refunded job gives back its daily slot too, if it is still the same UTC day.
-    await session.execute(
-        update(t.users)
-        .where(u.id == user_id)
-        .values(
-            reserved=u.reserved - cost,
-            day_jobs=case(
-                (and_(u.day == utc_day(created_at), u.day_jobs > 0), u.day_jobs - 1), else_=u.day_jobs
-            ),
-        )
-    )
-    await record_entry(session, user_id, job_id, LedgerKind.REFUND, cost, now)
+def _refund(session: Connection, job_id: str, user_id: int, cost: int, created_at: float, now: float) -> None:
+    session.execute(_REFUND, {"uid": user_id, "amount": cost, "job_day": utc_day(created_at)})
+    record_entry(session, user_id, job_id, LedgerKind.REFUND, cost, now)
 
 
 __all__ = [

@@ -7,17 +7,16 @@ from typing import Any
 from storage.db import MIGRATIONS_DIR, Database
 
 
-def _current_and_head(connection: Any) -> tuple[str | None, str | None]:
+def _current_and_head(*, session: Any) -> tuple[str | None, str | None]:
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
     head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
-    current = MigrationContext.configure(connection).get_current_revision()
+    current = MigrationContext.configure(session).get_current_revision()
     return current, head
 
 
 async def pending(db: Database) -> bool:
     """True when migrations are waiting to be applied."""
-    async with db.writer.connect() as conn:
-        current, head = await conn.run_sync(_current_and_head)
+    current, head = await db.read(_current_and_head)
     return current != head

@@ -57,7 +57,6 @@ class Job(SQLModel, table=True):
     __table_args__ = (
         Index(
             "ix_jobs_queue",
-            "priority",
             "fair_key",
             sqlite_where=text("state = 'queued'"),
             postgresql_where=text("state = 'queued'"),
@@ -85,7 +84,6 @@ class Job(SQLModel, table=True):
     pinned: bool = False  # operator pinned one backend: no failover
     attempt: int = 0
     max_attempts: int = 3
-    priority: int = 0
     fair_key: float = 0.0
     run_after: float = 0.0
     lease_owner: str | None = Field(default=None, max_length=128)

@@ -8,17 +8,18 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.engine import Connection
 
 from storage import tables as t
 from storage.models import User
 from storage.states import UNFINISHED_STATES, LedgerKind, Tier
 
 GLOBAL_SCOPE = "global"
+_LEDGER_INSERT = t.ledger.insert()
 
 
-async def record_entry(
-    session: AsyncSession,
+def record_entry(
+    session: Connection,
     user_id: int,
     job_id: str | None,
     kind: LedgerKind,
@@ -29,29 +30,35 @@ async def record_entry(
     note: str = "",
 ) -> None:
     """Append to the credit ledger; (job_id, kind) is unique, so a job moves quota once per kind."""
-    await session.execute(
-        t.ledger.insert().values(
-            user_id=user_id, job_id=job_id, kind=kind, amount=amount, at=now, actor=actor, note=note
-        )
+    session.execute(
+        _LEDGER_INSERT,
+        {
+            "user_id": user_id,
+            "job_id": job_id,
+            "kind": kind,
+            "amount": amount,
+            "at": now,
+            "actor": actor,
+            "note": note,
+        },
     )
 
 
-def _insert(session: AsyncSession, table: Any) -> Any:
-    return (pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert)(table)
+def _insert(session: Connection, table: Any) -> Any:
+    return (pg_insert if session.dialect.name == "postgresql" else sqlite_insert)(table)
 
 
-async def find_user(*, session: AsyncSession, platform: str, platform_user_id: str) -> User | None:
+def find_user(*, session: Connection, platform: str, platform_user_id: str) -> User | None:
+    u = t.users.c
     row = (
-        await session.execute(
-            select(User).where(User.platform == platform, User.platform_user_id == platform_user_id)  # type: ignore[arg-type]
-        )
-    ).scalar_one_or_none()
-    return row
+        session.execute(select(t.users).where(u.platform == platform, u.platform_user_id == platform_user_id))
+    ).first()
+    return None if row is None else User.model_validate(dict(row._mapping))
 
 
-async def ensure_user(
+def ensure_user(
     *,
-    session: AsyncSession,
+    session: Connection,
     platform: str,
     platform_user_id: str,
     now: float,
@@ -61,7 +68,7 @@ async def ensure_user(
     unlimited: bool = False,
 ) -> User:
     """The user, created with the welcome credits (recorded as a grant) on first sight."""
-    created = await session.execute(
+    created = session.execute(
         _insert(session, t.users)
         .values(
             platform=platform,
@@ -80,54 +87,65 @@ async def ensure_user(
         )
         .on_conflict_do_nothing(index_elements=["platform", "platform_user_id"])
     )
-    user = await find_user(session=session, platform=platform, platform_user_id=platform_user_id)
+    user = find_user(session=session, platform=platform, platform_user_id=platform_user_id)
     assert user is not None
     if created.rowcount == 1 and welcome_credits:
-        await record_entry(session, user.id or 0, None, LedgerKind.GRANT, welcome_credits, now, note="welcome")
+        record_entry(session, user.id or 0, None, LedgerKind.GRANT, welcome_credits, now, note="welcome")
     return user
 
 
-async def grant(
-    *, session: AsyncSession, user_id: int, amount: int, actor: str, now: float, note: str = ""
+def grant(
+    *, session: Connection, user_id: int, amount: int, actor: str, now: float, note: str = ""
 ) -> tuple[int, int]:
     """Add credits (negative takes them away, never below zero). Returns (change made, new balance)."""
     u = t.users.c
-    current = (await session.execute(select(u.credits).where(u.id == user_id))).scalar_one()
+    current = (session.execute(select(u.credits).where(u.id == user_id))).scalar_one()
     delta = max(amount, -int(current))
     row = (
-        await session.execute(
+        session.execute(
             update(t.users).where(u.id == user_id).values(credits=u.credits + delta).returning(u.credits)
         )
     ).one()
     kind = LedgerKind.GRANT if delta >= 0 else LedgerKind.ADJUST
-    await record_entry(session, user_id, None, kind, delta, now, actor=actor, note=note)
+    record_entry(session, user_id, None, kind, delta, now, actor=actor, note=note)
     return delta, int(row.credits)
 
 
-async def set_user_fields(*, session: AsyncSession, user_id: int, **values: Any) -> None:
-    await session.execute(update(t.users).where(t.users.c.id == user_id).values(**values))
+def get_user(*, session: Connection, user_id: int) -> User | None:
+    row = (session.execute(select(t.users).where(t.users.c.id == user_id))).first()
+    return None if row is None else User.model_validate(dict(row._mapping))
 
 
-async def get_scope(*, session: AsyncSession, scope: str) -> dict[str, Any] | None:
-    row = (await session.execute(select(t.scope_settings).where(t.scope_settings.c.scope == scope))).first()
+def set_user_fields(*, session: Connection, user_id: int, **values: Any) -> None:
+    session.execute(update(t.users).where(t.users.c.id == user_id).values(**values))
+
+
+def get_scope(*, session: Connection, scope: str) -> dict[str, Any] | None:
+    row = (session.execute(select(t.scope_settings).where(t.scope_settings.c.scope == scope))).first()
     return None if row is None else dict(row._mapping)
 
 
-async def update_scope(*, session: AsyncSession, scope: str, now: float, **values: Any) -> None:
+def update_scope(*, session: Connection, scope: str, now: float, **values: Any) -> None:
     """Create or change the operator settings of one scope (global, a chat or a guild)."""
     defaults: dict[str, Any] = {"paused": False, "pause_reason": "", "channels": [], "extra": {}}
     statement = _insert(session, t.scope_settings).values(
         scope=scope, updated_at=now, **{**defaults, **values}
     )
-    await session.execute(
+    session.execute(
         statement.on_conflict_do_update(index_elements=["scope"], set_={"updated_at": now, **values})
     )
 
 
-async def audit(
-    *, session: AsyncSession, actor: str, action: str, target: str, now: float, detail: dict[str, Any] | None = None
+def audit(
+    *,
+    session: Connection,
+    actor: str,
+    action: str,
+    target: str,
+    now: float,
+    detail: dict[str, Any] | None = None,
 ) -> None:
-    await session.execute(
+    session.execute(
         t.audit_log.insert().values(at=now, actor=actor, action=action, target=target, detail=detail or {})
     )
 
@@ -143,7 +161,7 @@ class Drift:
     found: int
 
 
-async def reconcile(*, session: AsyncSession) -> list[Drift]:
+def reconcile(*, session: Connection) -> list[Drift]:
     """Check the quota invariants; an empty list means the books balance.
 
     - a user's ``reserved`` equals the cost of their unfinished jobs;
@@ -158,7 +176,7 @@ async def reconcile(*, session: AsyncSession) -> list[Drift]:
         .group_by(j.user_id)
         .subquery()
     )
-    rows = await session.execute(
+    rows = session.execute(
         select(u.id, u.reserved, func.coalesce(in_flight.c.cost, 0).label("cost")).outerjoin(
             in_flight, in_flight.c.user_id == u.id
         )
@@ -174,10 +192,19 @@ async def reconcile(*, session: AsyncSession) -> list[Drift]:
         .subquery()
     )
     reserves = (
-        select(led.job_id, func.count().label("n")).where(led.kind == LedgerKind.RESERVE).group_by(led.job_id).subquery()
+        select(led.job_id, func.count().label("n"))
+        .where(led.kind == LedgerKind.RESERVE)
+        .group_by(led.job_id)
+        .subquery()
     )
-    rows = await session.execute(
-        select(j.id, j.user_id, j.state, func.coalesce(settled.c.n, 0).label("settled"), func.coalesce(reserves.c.n, 0).label("reserves"))
+    rows = session.execute(
+        select(
+            j.id,
+            j.user_id,
+            j.state,
+            func.coalesce(settled.c.n, 0).label("settled"),
+            func.coalesce(reserves.c.n, 0).label("reserves"),
+        )
         .outerjoin(settled, settled.c.job_id == j.id)
         .outerjoin(reserves, reserves.c.job_id == j.id)
     )
@@ -198,7 +225,7 @@ async def reconcile(*, session: AsyncSession) -> list[Drift]:
         .group_by(led.user_id)
         .subquery()
     )
-    rows = await session.execute(
+    rows = session.execute(
         select(
             u.id,
             u.credits,

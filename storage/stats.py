@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.engine import Connection
 
 from storage import tables as t
 from storage.states import JobState
@@ -30,17 +30,17 @@ class Stats:
         return None if finished == 0 else self.by_state.get(JobState.SUCCEEDED, 0) / finished
 
 
-async def collect(*, session: AsyncSession, since: float) -> Stats:
+def collect(*, session: Connection, since: float) -> Stats:
     j = t.jobs.c
     by_state = {
         str(state): int(count)
-        for state, count in await session.execute(
+        for state, count in session.execute(
             select(j.state, func.count()).where(j.created_at >= since).group_by(j.state)
         )
     }
     spend = {
         str(backend): float(total)
-        for backend, total in await session.execute(
+        for backend, total in session.execute(
             select(j.backend, func.sum(j.spend_usd))
             .where(j.created_at >= since, j.backend.isnot(None))
             .group_by(j.backend)
@@ -48,13 +48,13 @@ async def collect(*, session: AsyncSession, since: float) -> Stats:
     }
     live = dict(
         (str(state), int(count))
-        for state, count in await session.execute(
+        for state, count in session.execute(
             select(j.state, func.count())
             .where(j.state.in_([JobState.QUEUED, JobState.RUNNING]))
             .group_by(j.state)
         )
     )
-    users = (await session.execute(select(func.count()).select_from(t.users))).scalar_one()
+    users = (session.execute(select(func.count()).select_from(t.users))).scalar_one()
     return Stats(
         since=since,
         by_state=by_state,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from collections.abc import Callable
+from typing import Any, TypeVar
 
 from bot import messages
 from bot.errors import UserError
@@ -17,6 +19,7 @@ from storage.models import User
 log = logging.getLogger(__name__)
 
 PLATFORMS = ("telegram", "discord")
+T = TypeVar("T")
 
 
 class AdminService:
@@ -57,14 +60,13 @@ class AdminService:
 
     async def _user(self, actor: Actor, ref: str) -> User:
         platform, user_id = self.parse_user(actor, ref)
-        async with self.db.write() as session:
-            return await quota.ensure_user(
-                session=session,
-                platform=platform,
-                platform_user_id=user_id,
-                now=self.clock(),
-                welcome_credits=self.welcome_credits,
-            )
+        return await self.db.write(
+            quota.ensure_user,
+            platform=platform,
+            platform_user_id=user_id,
+            now=self.clock(),
+            welcome_credits=self.welcome_credits,
+        )
 
     @staticmethod
     def _int(what: str, value: str) -> int:
@@ -73,19 +75,36 @@ class AdminService:
         except ValueError:
             raise UserError(messages.BAD_NUMBER.format(what=what, value=value)) from None
 
+    async def _audited(
+        self, actor: Actor, action: str, target: str, change: Callable[..., T], **detail: Any
+    ) -> T:
+        """Apply a change and its audit entry in one transaction."""
+        now = self.clock()
+
+        def apply(session: Any) -> T:
+            result = change(session)
+            quota.audit(
+                session=session, actor=actor.key, action=action, target=target, now=now, detail=detail
+            )
+            return result
+
+        log.info("admin %s by %s on %s", action, actor.key, target)
+        return await self.db.write(apply)
+
     async def grant(self, actor: Actor, ref: str, amount_text: str) -> str:
         self._require(actor)
         amount = self._int("Credits", amount_text)
         user = await self._user(actor, ref)
         target = f"{user.platform}:{user.platform_user_id}"
-        async with self.db.write() as session:
-            change, balance = await quota.grant(
+        change, balance = await self._audited(
+            actor,
+            "grant",
+            target,
+            lambda session: quota.grant(
                 session=session, user_id=user.id or 0, amount=amount, actor=actor.key, now=self.clock()
-            )
-            await quota.audit(
-                session=session, actor=actor.key, action="grant", target=target, now=self.clock(),
-                detail={"amount": change, "balance": balance},
-            )
+            ),
+            amount=amount,
+        )
         return messages.granted(target, change, balance)
 
     async def limit(self, actor: Actor, ref: str, jobs_text: str) -> str:
@@ -93,57 +112,66 @@ class AdminService:
         jobs = self._int("Jobs per day", jobs_text)
         if jobs < 0:
             raise UserError(messages.BAD_NUMBER.format(what="Jobs per day", value=jobs_text))
-        now = self.clock()
         if ref == "default":
-            target = "default"
-            async with self.db.write() as session:
-                await quota.update_scope(session=session, scope=quota.GLOBAL_SCOPE, now=now, daily_jobs=jobs)
-                await quota.audit(session=session, actor=actor.key, action="limit", target=target, now=now, detail={"jobs": jobs})
-            return messages.limit_set(target, jobs)
+            await self._audited(
+                actor,
+                "limit",
+                "default",
+                lambda session: quota.update_scope(
+                    session=session, scope=quota.GLOBAL_SCOPE, now=self.clock(), daily_jobs=jobs
+                ),
+                jobs=jobs,
+            )
+            return messages.limit_set("default", jobs)
         user = await self._user(actor, ref)
         target = f"{user.platform}:{user.platform_user_id}"
-        async with self.db.write() as session:
-            await quota.set_user_fields(session=session, user_id=user.id or 0, daily_jobs_limit=jobs)
-            await quota.audit(session=session, actor=actor.key, action="limit", target=target, now=now, detail={"jobs": jobs})
+        await self._audited(
+            actor,
+            "limit",
+            target,
+            lambda session: quota.set_user_fields(
+                session=session, user_id=user.id or 0, daily_jobs_limit=jobs
+            ),
+            jobs=jobs,
+        )
         return messages.limit_set(target, jobs)
 
     async def ban(self, actor: Actor, ref: str, reason: str = "", *, banned: bool = True) -> str:
         self._require(actor)
         user = await self._user(actor, ref)
         target = f"{user.platform}:{user.platform_user_id}"
-        now = self.clock()
-        async with self.db.write() as session:
-            await quota.set_user_fields(session=session, user_id=user.id or 0, banned=banned, ban_reason=reason[:256])
-            await quota.audit(
-                session=session, actor=actor.key, action="ban" if banned else "unban", target=target, now=now,
-                detail={"reason": reason} if reason else {},
-            )
+        await self._audited(
+            actor,
+            "ban" if banned else "unban",
+            target,
+            lambda session: quota.set_user_fields(
+                session=session, user_id=user.id or 0, banned=banned, ban_reason=reason[:256]
+            ),
+            reason=reason,
+        )
         return messages.banned(target) if banned else messages.unbanned(target)
 
     async def stats(self, actor: Actor) -> str:
         self._require(actor)
-        now = self.clock()
-        day_start = _day_start(now)
-        async with self.db.read() as session:
-            collected = await stats.collect(session=session, since=day_start)
+        collected = await self.db.read(stats.collect, since=_day_start(self.clock()))
         return messages.stats_text(collected)
 
     async def pause(self, actor: Actor, reason: str = "", *, paused: bool = True) -> str:
-        """Pause or resume new jobs in the actor's scope (a guild, a chat, or everywhere from the shell)."""
+        """Pause or resume new jobs in the actor's scope (a guild, or everywhere)."""
         self._require(actor)
-        now = self.clock()
         scope = actor.scope
-        async with self.db.write() as session:
-            await quota.update_scope(session=session, scope=scope, now=now, paused=paused, pause_reason=reason[:256])
-            await quota.audit(
-                session=session, actor=actor.key, action="pause" if paused else "resume", target=scope, now=now,
-                detail={"reason": reason} if reason else {},
-            )
+        await self._audited(
+            actor,
+            "pause" if paused else "resume",
+            scope,
+            lambda session: quota.update_scope(
+                session=session, scope=scope, now=self.clock(), paused=paused, pause_reason=reason[:256]
+            ),
+            reason=reason,
+        )
         return messages.paused(reason) if paused else messages.RESUMED
 
 
 def _day_start(now: float) -> float:
-    import datetime as dt
-
     day = dt.datetime.strptime(utc_day(now), "%Y-%m-%d").replace(tzinfo=dt.UTC)
     return day.timestamp()

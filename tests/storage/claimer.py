@@ -25,12 +25,12 @@ async def drain(db: Database, tasks: int, worker: str) -> None:
     async def loop() -> None:
         while True:
             try:
-                async with db.write() as session:
-                    job = await jobs.claim(session=session, worker=worker, lease_s=60, running_cap=10_000, now=time.time())
+                job = await db.write(
+                    jobs.claim, worker=worker, lease_s=60, running_cap=10_000, now=time.time()
+                )
                 if job is None:
                     return
-                async with db.write() as session:
-                    await jobs.complete(session=session, job_id=job.id, attempt=job.attempt, images=[], now=time.time())
+                await db.write(jobs.complete, job_id=job.id, attempt=job.attempt, images=[], now=time.time())
                 claimed.append(job.id)
             except Exception as exc:  # reported to the parent, which fails the test
                 errors.append(repr(exc))
@@ -44,13 +44,11 @@ async def drain(db: Database, tasks: int, worker: str) -> None:
 
 
 async def hold(db: Database, worker: str, lease_s: float) -> None:
-    async with db.write() as session:
-        job = await jobs.claim(session=session, worker=worker, lease_s=lease_s, running_cap=10, now=time.time())
+    job = await db.write(jobs.claim, worker=worker, lease_s=lease_s, running_cap=10, now=time.time())
     assert job is not None
     print("claimed", job.id, job.attempt, flush=True)
     await asyncio.to_thread(sys.stdin.readline)
-    async with db.write() as session:
-        accepted = await jobs.complete(session=session, job_id=job.id, attempt=job.attempt, images=[], now=time.time())
+    accepted = await db.write(jobs.complete, job_id=job.id, attempt=job.attempt, images=[], now=time.time())
     print("accepted" if accepted else "rejected", flush=True)
 
 

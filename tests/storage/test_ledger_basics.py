@@ -19,15 +19,15 @@ async def test_submit_claim_complete_charges_once(db: Database) -> None:
     assert await credits_of(db, user) == (5, 2)
     job = await claim(db)
     assert job is not None and job.id == "job-1" and job.attempt == 1 and job.state == JobState.RUNNING
-    async with db.write() as session:
-        image = jobs.NewImage(0, "a" * 64, "a" * 64, "image/png", 10, 8, 8)
-        assert await jobs.complete(session=session, job_id="job-1", attempt=1, images=[image], now=1001.0)
-        # A second completion of the same attempt changes nothing.
-        assert not await jobs.complete(session=session, job_id="job-1", attempt=1, images=[], now=1002.0)
+    image = jobs.NewImage(0, "a" * 64, "a" * 64, "image/png", 10, 8, 8)
+    assert await db.write(jobs.complete, job_id="job-1", attempt=1, images=[image], now=1001.0)
+    # A second completion of the same attempt changes nothing.
+    assert not await db.write(jobs.complete, job_id="job-1", attempt=1, images=[], now=1002.0)
     assert await credits_of(db, user) == (3, 0)
-    async with db.read() as session:
-        done = await jobs.get(session=session, job_id="job-1")
-    assert done is not None and done.state == JobState.SUCCEEDED and done.delivery_state == DeliveryState.PENDING
+    done = await db.read(jobs.get, job_id="job-1")
+    assert (
+        done is not None and done.state == JobState.SUCCEEDED and done.delivery_state == DeliveryState.PENDING
+    )
     assert await drift(db) == []
 
 
@@ -72,8 +72,7 @@ async def test_daily_limit_and_ban_refuse_without_writing(db: Database) -> None:
     await submit(db, "next-day", user, daily=3, now=1000.0 + 86_400)
     from storage import quota
 
-    async with db.write() as session:
-        await quota.set_user_fields(session=session, user_id=user, banned=True)
+    await db.write(quota.set_user_fields, user_id=user, banned=True)
     with pytest.raises(QuotaRefused) as banned:
         await submit(db, "banned", user, now=1000.0 + 86_400)
     assert banned.value.reason == RefusalReason.BANNED
@@ -84,20 +83,17 @@ async def test_cancel_in_each_state(db: Database) -> None:
     user = await new_user(db, credits=10)
     await submit(db, "queued", user)
     await submit(db, "running", user)
-    async with db.write() as session:
-        assert await jobs.cancel(session=session, job_id="queued", now=1001.0) == jobs.CancelOutcome.CANCELLED
+    assert await db.write(jobs.cancel, job_id="queued", now=1001.0) == jobs.CancelOutcome.CANCELLED
     assert await credits_of(db, user) == (10, 1)  # refunded at once
     job = await claim(db)
     assert job is not None and job.id == "running"
-    async with db.write() as session:
-        assert await jobs.cancel(session=session, job_id="running", now=1001.0) == jobs.CancelOutcome.REQUESTED
-        beat = await jobs.heartbeat(session=session, job_id="running", attempt=1, lease_s=30, now=1002.0)
+    assert await db.write(jobs.cancel, job_id="running", now=1001.0) == jobs.CancelOutcome.REQUESTED
+    beat = await db.write(jobs.heartbeat, job_id="running", attempt=1, lease_s=30, now=1002.0)
     assert beat is not None and beat.cancel_requested
-    async with db.write() as session:
-        assert await jobs.finish_cancelled(session=session, job_id="running", attempt=1, now=1003.0)
-        # Terminal: cancelling again is a no-op and refunds nothing more.
-        assert await jobs.cancel(session=session, job_id="running", now=1004.0) == jobs.CancelOutcome.NOOP
-        assert await jobs.cancel(session=session, job_id="queued", now=1004.0) == jobs.CancelOutcome.NOOP
+    assert await db.write(jobs.finish_cancelled, job_id="running", attempt=1, now=1003.0)
+    # Terminal: cancelling again is a no-op and refunds nothing more.
+    assert await db.write(jobs.cancel, job_id="running", now=1004.0) == jobs.CancelOutcome.NOOP
+    assert await db.write(jobs.cancel, job_id="queued", now=1004.0) == jobs.CancelOutcome.NOOP
     assert await credits_of(db, user) == (10, 0)
     assert await drift(db) == []
 
@@ -107,16 +103,14 @@ async def test_stale_attempt_is_rejected_after_lease_expiry(db: Database) -> Non
     await submit(db, "lease", user)
     first = await claim(db, worker="a", now=1000.0, lease_s=5)
     assert first is not None and first.attempt == 1
-    async with db.write() as session:
-        assert await jobs.expire_leases(session=session, now=1006.0) == ["lease"]
+    assert await db.write(jobs.expire_leases, now=1006.0) == ["lease"]
     second = await claim(db, worker="b", now=1006.0)
     assert second is not None and second.attempt == 2
-    async with db.write() as session:
-        # The first worker wakes up: every transition of its attempt is refused.
-        assert await jobs.heartbeat(session=session, job_id="lease", attempt=1, lease_s=5, now=1007.0) is None
-        assert not await jobs.complete(session=session, job_id="lease", attempt=1, images=[], now=1007.0)
-        assert not await jobs.fail(session=session, job_id="lease", attempt=1, reason="x", now=1007.0)
-        assert await jobs.complete(session=session, job_id="lease", attempt=2, images=[], now=1008.0)
+    # The first worker wakes up: every transition of its attempt is refused.
+    assert await db.write(jobs.heartbeat, job_id="lease", attempt=1, lease_s=5, now=1007.0) is None
+    assert not await db.write(jobs.complete, job_id="lease", attempt=1, images=[], now=1007.0)
+    assert not await db.write(jobs.fail, job_id="lease", attempt=1, reason="x", now=1007.0)
+    assert await db.write(jobs.complete, job_id="lease", attempt=2, images=[], now=1008.0)
     assert await credits_of(db, user) == (99, 0)
     assert await drift(db) == []
 
@@ -126,13 +120,11 @@ async def test_retry_later_then_fail_refunds(db: Database) -> None:
     await submit(db, "r", user)
     job = await claim(db, now=1000.0)
     assert job is not None
-    async with db.write() as session:
-        assert await jobs.retry_later(session=session, job_id="r", attempt=1, run_after=1010.0, reason="429", now=1000.0)
+    assert await db.write(jobs.retry_later, job_id="r", attempt=1, run_after=1010.0, reason="429", now=1000.0)
     assert await claim(db, now=1005.0) is None  # not due yet
     again = await claim(db, now=1010.0)
     assert again is not None and again.attempt == 2
-    async with db.write() as session:
-        assert await jobs.fail(session=session, job_id="r", attempt=2, reason="provider_failed", now=1011.0)
+    assert await db.write(jobs.fail, job_id="r", attempt=2, reason="provider_failed", now=1011.0)
     assert await credits_of(db, user) == (3, 0)
     assert await drift(db) == []
 
@@ -143,10 +135,8 @@ async def test_lease_expiry_with_attempts_exhausted_fails_and_refunds(db: Databa
     for attempt in range(1, 4):
         job = await claim(db, now=1000.0 * attempt, lease_s=1)
         assert job is not None and job.attempt == attempt
-        async with db.write() as session:
-            await jobs.expire_leases(session=session, now=1000.0 * attempt + 2)
-    async with db.read() as session:
-        job = await jobs.get(session=session, job_id="poison")
+        await db.write(jobs.expire_leases, now=1000.0 * attempt + 2)
+    job = await db.read(jobs.get, job_id="poison")
     assert job is not None and job.state == JobState.FAILED and job.error == "lease_expired"
     assert await credits_of(db, user) == (3, 0)
 
@@ -181,24 +171,23 @@ async def test_queue_position(db: Database) -> None:
     await submit(db, "a1", a)
     await submit(db, "a2", a)
     await submit(db, "b1", b)
-    async with db.read() as session:
-        positions = {j: await jobs.queue_position(session=session, job_id=j) for j in ("a1", "a2", "b1")}
+    positions = {j: await db.read(jobs.queue_position, job_id=j) for j in ("a1", "a2", "b1")}
     assert positions["a1"] == 1
     assert sorted(positions.values()) == [1, 2, 3]
     await claim(db)
-    async with db.read() as session:
-        assert await jobs.queue_position(session=session, job_id="a1") is None
+    assert await db.read(jobs.queue_position, job_id="a1") is None
 
 
 async def test_delivery_marked_once(db: Database) -> None:
     user = await new_user(db)
     await submit(db, "d", user)
     await claim(db)
-    async with db.write() as session:
-        await jobs.complete(session=session, job_id="d", attempt=1, images=[], now=1001.0)
-    async with db.read() as session:
-        pending = await jobs.pending_deliveries(session=session, platforms=["telegram"])
+    await db.write(jobs.complete, job_id="d", attempt=1, images=[], now=1001.0)
+    pending = await db.read(jobs.pending_deliveries, platforms=["telegram"])
     assert [job.id for job in pending] == ["d"]
-    async with db.write() as session:
-        assert await jobs.mark_delivery(session=session, job_id="d", state=DeliveryState.DELIVERED, path="reply", now=1002.0)
-        assert not await jobs.mark_delivery(session=session, job_id="d", state=DeliveryState.DELIVERED, path="reply", now=1003.0)
+    assert await db.write(
+        jobs.mark_delivery, job_id="d", state=DeliveryState.DELIVERED, path="reply", now=1002.0
+    )
+    assert not await db.write(
+        jobs.mark_delivery, job_id="d", state=DeliveryState.DELIVERED, path="reply", now=1003.0
+    )

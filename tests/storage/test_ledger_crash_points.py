@@ -29,7 +29,7 @@ def fail_after_statement(db: Database, n: int) -> Iterator[list[int]]:
         if seen[0] == n:
             raise Injected(f"after statement {n}")
 
-    engine = db.writer.sync_engine
+    engine = db.engine
     event.listen(engine, "after_cursor_execute", after)
     try:
         yield seen
@@ -37,7 +37,9 @@ def fail_after_statement(db: Database, n: int) -> Iterator[list[int]]:
         event.remove(engine, "after_cursor_execute", after)
 
 
-async def sweep(db: Database, operation: Callable[[], Awaitable[object]], check: Callable[[], Awaitable[None]]) -> int:
+async def sweep(
+    db: Database, operation: Callable[[], Awaitable[object]], check: Callable[[], Awaitable[None]]
+) -> int:
     """Run ``operation`` with a fault after statement 1, 2, … until it completes untouched."""
     n = 1
     while True:
@@ -57,8 +59,7 @@ async def test_submit_interrupted_anywhere_leaves_no_trace(db: Database) -> None
 
     async def check() -> None:
         assert await credits_of(db, user) == (3, 0)
-        async with db.read() as session:
-            assert await jobs.get(session=session, job_id="crash") is None
+        assert await db.read(jobs.get, job_id="crash") is None
         assert await drift(db) == []
 
     faults = await sweep(db, lambda: submit(db, "crash", user), check)
@@ -68,28 +69,27 @@ async def test_submit_interrupted_anywhere_leaves_no_trace(db: Database) -> None
 
 
 @pytest.mark.parametrize("outcome", ["complete", "fail", "cancel"])
-async def test_finish_interrupted_anywhere_keeps_the_job_running_and_books_balanced(db: Database, outcome: str) -> None:
+async def test_finish_interrupted_anywhere_keeps_the_job_running_and_books_balanced(
+    db: Database, outcome: str
+) -> None:
     user = await new_user(db, credits=3)
     await submit(db, "fin", user)
     job = await claim(db)
     assert job is not None
     if outcome == "cancel":
-        async with db.write() as session:
-            await jobs.cancel(session=session, job_id="fin", now=1001.0)
+        await db.write(jobs.cancel, job_id="fin", now=1001.0)
 
     async def finish() -> None:
-        async with db.write() as session:
-            image = jobs.NewImage(0, "b" * 64, "b" * 64, "image/png", 1, 1, 1)
-            if outcome == "complete":
-                assert await jobs.complete(session=session, job_id="fin", attempt=1, images=[image], now=1002.0)
-            elif outcome == "fail":
-                assert await jobs.fail(session=session, job_id="fin", attempt=1, reason="x", now=1002.0)
-            else:
-                assert await jobs.finish_cancelled(session=session, job_id="fin", attempt=1, now=1002.0)
+        image = jobs.NewImage(0, "b" * 64, "b" * 64, "image/png", 1, 1, 1)
+        if outcome == "complete":
+            assert await db.write(jobs.complete, job_id="fin", attempt=1, images=[image], now=1002.0)
+        elif outcome == "fail":
+            assert await db.write(jobs.fail, job_id="fin", attempt=1, reason="x", now=1002.0)
+        else:
+            assert await db.write(jobs.finish_cancelled, job_id="fin", attempt=1, now=1002.0)
 
     async def check() -> None:
-        async with db.read() as session:
-            current = await jobs.get(session=session, job_id="fin")
+        current = await db.read(jobs.get, job_id="fin")
         assert current is not None and current.state == JobState.RUNNING
         assert await credits_of(db, user) == (3, 1)
         assert await drift(db) == []

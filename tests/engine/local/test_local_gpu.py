@@ -1,0 +1,67 @@
+"""Parts that need torchvision (timm's EVA, facexlib) or CUDA; skipped elsewhere by conftest."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from engine.local import weights
+
+pytestmark = pytest.mark.gpu
+
+MODELS = Path(os.environ.get("LIKENESS_TEST_MODELS_DIR", "data/models"))
+
+
+def test_timm_eva_clip_gives_cls_and_five_hidden_states(tmp_path: Path) -> None:
+    import timm
+
+    from engine.local.id_encoder import TimmEvaClip
+
+    # Random weights in the timm layout are enough to check the wiring and shapes.
+    checkpoint = tmp_path / "eva.pth"
+    torch.save(timm.create_model("eva02_large_patch14_clip_336", pretrained=False).state_dict(), checkpoint)
+    eva = TimmEvaClip(checkpoint).cuda().eval()
+    with torch.no_grad():
+        cls, hidden = eva(torch.randn(2, 3, 336, 336, device="cuda"))
+    assert cls.shape == (2, 768)
+    torch.testing.assert_close(cls.norm(dim=-1), torch.ones(2, device="cuda"))
+    assert [tuple(h.shape) for h in hidden] == [(2, 577, 1024)] * 5
+
+
+@pytest.mark.skipif(not (MODELS / weights.FACE_PARSER_DIR).is_dir(), reason="needs the downloaded face parser")
+def test_bisenet_parser_labels_an_aligned_face() -> None:
+    from engine.local.faces import BiSeNetParser
+
+    parser = BiSeNetParser(MODELS / weights.FACE_PARSER_DIR, device="cuda")
+    labels = parser.parse(np.full((512, 512, 3), 128, dtype=np.uint8))
+    assert labels.shape == (512, 512) and labels.min() >= 0 and labels.max() < 19
+
+
+def test_compiled_hooked_transformer_matches_eager() -> None:
+    import tiny
+
+    from engine.local.injection import IdentityInjection
+
+    transformer = tiny.tiny_transformer().cuda()
+    injection = IdentityInjection(tiny.tiny_adapter().cuda())
+    injection.attach(transformer)
+    g = torch.Generator().manual_seed(0)
+    x = {
+        "hidden_states": torch.randn(1, 16, 16, generator=g).cuda(),
+        "encoder_hidden_states": torch.randn(1, 6, 32, generator=g).cuda(),
+        "pooled_projections": torch.randn(1, 32, generator=g).cuda(),
+        "timestep": torch.tensor([0.5]).cuda(),
+        "guidance": torch.tensor([3.5]).cuda(),
+        "img_ids": torch.randn(16, 3, generator=g).cuda(),
+        "txt_ids": torch.zeros(6, 3).cuda(),
+    }
+    id_tokens = torch.randn(1, 4, 16, generator=g).cuda()
+    with torch.no_grad(), injection.using(id_tokens, 1.0):
+        eager = transformer(**x, return_dict=False)[0]
+        transformer.compile_repeated_blocks(fullgraph=True)
+        compiled = transformer(**x, return_dict=False)[0]
+    torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-4)

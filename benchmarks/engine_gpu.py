@@ -1,7 +1,8 @@
 """Seconds per FLUX.1-dev + PuLID denoising step on a GPU, against the FLOP floor of the same GPU.
 
 Random full-size weights (same compute as the real ones), 1024x1024 (4096 image tokens), 128 T5 tokens,
-batch 1, ID injection active. Run on a CUDA machine from the repository root: ``python -m benchmarks.engine_gpu [--steps N]``.
+batch 1, ID injection active. Run on a CUDA machine from the repository root:
+``python -m benchmarks.engine_gpu [--steps N]``.
 The floor is the step's FLOPs (counted by torch's flop counter, about 69 TFLOP) divided by the bf16
 matmul rate measured here; "x floor" is seconds per step over that floor (target: within 1.6x compiled).
 """

@@ -74,7 +74,7 @@ async def postgres_claims(url: str, total: int, claimers: int) -> tuple[float, i
 
         async def claimer(n: int) -> None:
             while True:
-                job = await db.write(
+                job = await db.write_lossy(
                     jobs.claim, worker=f"w{n}", lease_s=30, running_cap=10_000, now=time.time()
                 )
                 if job is None:

@@ -58,6 +58,8 @@ class Job(SQLModel, table=True):
         Index(
             "ix_jobs_queue",
             "fair_key",
+            "created_at",
+            "id",
             sqlite_where=text("state = 'queued'"),
             postgresql_where=text("state = 'queued'"),
         ),

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-21 17:18:33.859669
+Create Date: 2026-11-21 17:26:59.698088
 """
 
 from collections.abc import Sequence
@@ -166,7 +166,7 @@ def upgrade() -> None:
         )
         batch_op.create_index(
             "ix_jobs_queue",
-            ["fair_key"],
+            ["fair_key", "created_at", "id"],
             unique=False,
             sqlite_where=sa.text("state = 'queued'"),
             postgresql_where=sa.text("state = 'queued'"),

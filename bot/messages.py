@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.capabilities import Choice, Problem, Range
+from engine.capabilities import Choice, Problem, Range, Text
 from storage.errors import QuotaRefused, RefusalReason
 from storage.stats import Stats
 
@@ -103,6 +103,8 @@ def _allowed(problem: Problem) -> str:
         low = int(limit.low) if limit.integer else limit.low
         high = int(limit.high) if limit.integer else limit.high
         return f"allowed {low}–{high}"
+    if isinstance(limit, Text):
+        return f"at most {limit.max_length} characters"
     assert isinstance(limit, Choice)
     return "allowed " + ", ".join(str(option) for option in limit.options)
 

@@ -36,7 +36,18 @@ class Choice:
         return value in self.options
 
 
-Limit = Range | Choice
+@dataclass(frozen=True)
+class Text:
+    """Free text up to ``max_length`` characters, such as a negative prompt."""
+
+    max_length: int = 2000
+    default: str | None = None
+
+    def contains(self, value: Any) -> bool:
+        return isinstance(value, str) and len(value) <= self.max_length
+
+
+Limit = Range | Choice | Text
 
 
 @dataclass(frozen=True)
@@ -55,8 +66,6 @@ class Capabilities:
 
     limits: dict[str, Limit] = field(default_factory=dict)
     max_faces: int = 1
-    max_images: int = 4
-    size_multiple: int = 1
 
     def check(self, backend: str, request: GenerationRequest) -> list[Problem]:
         """Problems with the parameters the user set explicitly; empty when the backend can serve it."""
@@ -67,10 +76,6 @@ class Capabilities:
                 problems.append(Problem(backend, name, value, None))
             elif not limit.contains(value):
                 problems.append(Problem(backend, name, value, limit))
-        if request.num_images > self.max_images:
-            problems.append(
-                Problem(backend, "num_images", request.num_images, Range(1, self.max_images, 1, True))
-            )
         return problems
 
     def default(self, name: str) -> Any:

@@ -11,9 +11,8 @@ import aiohttp
 from pydantic import BaseModel
 
 from engine.backend import GenerationResult, OutputImage, Progress, ProviderRef, Stage
-from engine.capabilities import Capabilities, Choice, Range
+from engine.capabilities import Capabilities, Choice, Range, Text
 from engine.errors import AuthError, InvalidInputError, ProtocolError, ProviderFailedError
-from engine.providers import FreeText
 from engine.providers.http import (
     MalformedReplyError,
     PollSchedule,
@@ -39,7 +38,7 @@ SEED_RANGE = Range(0, 2**64 - 1, None, integer=True)
 
 FLUX_PULID_CAPABILITIES = Capabilities(
     limits={
-        "negative_prompt": FreeText(default=""),
+        "negative_prompt": Text(default=""),
         # fal documents the size as a free width/height object; these bounds keep FLUX in its trained range.
         "width": Range(256, 1536, 1024, integer=True),
         "height": Range(256, 1536, 768, integer=True),  # 1024x768 is the documented landscape_4_3 default
@@ -54,12 +53,11 @@ FLUX_PULID_CAPABILITIES = Capabilities(
         "num_images": Range(1, 1, 1, integer=True),
     },
     max_faces=1,
-    max_images=1,  # the endpoint renders one image per request
 )
 
 PULID_CAPABILITIES = Capabilities(
     limits={
-        "negative_prompt": FreeText(),  # unset: the model's own negative prompt applies
+        "negative_prompt": Text(),  # unset: the model's own negative prompt applies
         # fal documents defaults only for this model; the bounds are the SDXL PuLID model's own.
         "width": Range(512, 2048, 768, integer=True),
         "height": Range(512, 2048, 1024, integer=True),
@@ -71,7 +69,6 @@ PULID_CAPABILITIES = Capabilities(
         "num_images": Range(1, 4, 1, integer=True),
     },
     max_faces=4,  # fal recommends four reference photos
-    max_images=4,
 )
 
 

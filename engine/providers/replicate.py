@@ -11,7 +11,7 @@ import aiohttp
 from pydantic import BaseModel
 
 from engine.backend import GenerationResult, OutputImage, Progress, ProviderRef, Stage
-from engine.capabilities import Capabilities, Choice, Range
+from engine.capabilities import Capabilities, Choice, Range, Text
 from engine.errors import (
     AuthError,
     ContentPolicyError,
@@ -19,7 +19,6 @@ from engine.errors import (
     ProtocolError,
     ProviderFailedError,
 )
-from engine.providers import FreeText
 from engine.providers.http import (
     MalformedReplyError,
     PollSchedule,
@@ -46,7 +45,7 @@ DATA_URI_MAX_BYTES = 256 * 1024
 
 CAPABILITIES = Capabilities(
     limits={
-        "negative_prompt": FreeText(),  # unset: the model's own negative prompt applies
+        "negative_prompt": Text(),  # unset: the model's own negative prompt applies
         "width": Range(256, 1536, 896, integer=True),
         "height": Range(256, 1536, 1152, integer=True),
         "steps": Range(1, 20, 20, integer=True),
@@ -61,7 +60,6 @@ CAPABILITIES = Capabilities(
         "num_images": Range(1, 4, 1, integer=True),
     },
     max_faces=1,
-    max_images=4,
 )
 
 _WIRE_FORMAT = {"jpeg": "jpg", "png": "png", "webp": "webp"}

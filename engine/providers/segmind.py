@@ -10,9 +10,8 @@ from typing import Any
 import aiohttp
 
 from engine.backend import GenerationResult, OutputImage, Progress, Stage
-from engine.capabilities import Capabilities, Choice, Range
+from engine.capabilities import Capabilities, Choice, Range, Text
 from engine.errors import AuthError, InvalidInputError, ProtocolError, UnknownOutcomeError
-from engine.providers import FreeText
 from engine.providers.http import (
     Provider,
     ProviderHttp,
@@ -32,7 +31,7 @@ log = logging.getLogger(__name__)
 
 CAPABILITIES = Capabilities(
     limits={
-        "negative_prompt": FreeText(),  # unset: the model's own negative prompt applies
+        "negative_prompt": Text(),  # unset: the model's own negative prompt applies
         "width": Range(256, 1536, 896, integer=True),
         "height": Range(256, 1536, 1152, integer=True),
         "steps": Range(1, 20, 20, integer=True),
@@ -48,7 +47,6 @@ CAPABILITIES = Capabilities(
         "num_images": Range(1, 1, 1, integer=True),
     },
     max_faces=1,
-    max_images=1,
 )
 
 _WIRE_FORMAT = {"jpeg": "jpg", "png": "png", "webp": "webp"}

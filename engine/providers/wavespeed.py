@@ -49,7 +49,6 @@ CAPABILITIES = Capabilities(
         "num_images": Range(1, 1, 1, integer=True),
     },
     max_faces=1,
-    max_images=1,
 )
 
 

@@ -1,0 +1,1 @@
+"""Engine tests: providers, routing, dispatch and the local engine."""

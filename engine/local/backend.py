@@ -6,12 +6,11 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from engine.backend import GenerationResult, OutputImage, Progress, Stage
-from engine.capabilities import Capabilities, Choice, Range
+from engine.capabilities import Capabilities, Choice, Range, Text
 from engine.errors import InvalidInputError
 from engine.local import weights
 from engine.local.jobs import RenderJob
@@ -27,20 +26,11 @@ MAX_IMAGES = 4
 WEIGHTS_RECHECK_S = 30.0
 
 
-@dataclass(frozen=True)
-class AnyText(Choice):
-    """Free text up to ``max_length`` characters (``options`` stays empty)."""
-
-    max_length: int = 2000
-
-    def contains(self, value: Any) -> bool:
-        return isinstance(value, str) and len(value) <= self.max_length
-
-
 CAPABILITIES = Capabilities(
     limits={
-        "negative_prompt": AnyText(options=(), default=None),
-        # FLUX.1-dev is trained up to about 2 megapixels; PuLID's defaults are 896x1152.
+        "negative_prompt": Text(max_length=2000),
+        # FLUX.1-dev is trained up to about 2 megapixels; PuLID's defaults are 896x1152. Sizes must also
+        # be multiples of 16 (checked in resolve).
         "width": Range(256, 2048, 896, integer=True),
         "height": Range(256, 2048, 1152, integer=True),
         "steps": Range(1, 50, 28, integer=True),
@@ -55,8 +45,6 @@ CAPABILITIES = Capabilities(
         "max_sequence_length": Range(16, 512, 128, integer=True),
     },
     max_faces=MAX_FACES,
-    max_images=MAX_IMAGES,
-    size_multiple=SIZE_MULTIPLE,
 )
 
 

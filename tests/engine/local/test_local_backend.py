@@ -228,7 +228,7 @@ def test_resolve_applies_defaults_and_refuses_what_it_cannot_serve(tmp_path: Pat
     assert CAPABILITIES.check("local", request(mode="fast"))[0].allowed is None
     assert CAPABILITIES.limits["negative_prompt"].contains("x" * 2000)
     assert not CAPABILITIES.limits["negative_prompt"].contains(3)
-    assert CAPABILITIES.max_faces == 4 and CAPABILITIES.size_multiple == 16
+    assert CAPABILITIES.max_faces == 4
 
 
 def test_backend_modules_import_without_torch() -> None:

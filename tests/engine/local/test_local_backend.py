@@ -111,6 +111,15 @@ async def test_renders_tiny_models_end_to_end_in_the_child_process(models_dir: P
         await backend.close()
 
 
+async def test_default_renderer_reports_what_it_cannot_load(models_dir: Path) -> None:
+    # The production loader on a directory without EVA-CLIP (or without timm here) fails to start.
+    backend = LocalBackend(tiny.tiny_settings(models_dir), weights_check=lambda _: [])
+    with pytest.raises(ProviderFailedError, match="cannot start"):
+        await backend.generate(request(width=256, height=256, steps=1), RecordingProgress())
+    assert "failed to load" in (backend.unavailable_reason() or "")
+    await backend.close()
+
+
 def scripted_backend(tmp_path: Path, **settings: Any) -> LocalBackend:
     base = LocalSettings(enabled=True, models_dir=tmp_path, device="cpu", startup_timeout_s=60, **settings)
     return LocalBackend(base, renderer_factory=scripted.scripted_renderer, weights_check=lambda _: [])

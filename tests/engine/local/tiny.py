@@ -1,8 +1,9 @@
 """Tiny random-weight models in the local engine's layouts, for CPU tests and end-to-end fixtures.
 
 ``write_models_dir(path)`` writes a complete models directory (FLUX in diffusers layout, a PuLID file,
-antelopev2-shaped ONNX models); ``LocalBackend(tiny_settings(path), renderer_factory=tiny_renderer)``
-then renders through the real child process in about a second. EVA-CLIP (timm) and the BiSeNet face
+antelopev2-shaped ONNX models); ``LocalBackend(tiny_settings(path), renderer_factory=tiny_renderer,
+weights_check=check_tiny_models)`` then renders 256x256 images through the real child process in
+about a second each (plus a few seconds to start the process). EVA-CLIP (timm) and the BiSeNet face
 parser (facexlib) need torchvision, so the tiny renderer swaps in small torch stand-ins for those two.
 """
 

@@ -54,6 +54,12 @@ class Progress(Protocol):
     def resume(self) -> ProviderRef | None:
         """A request an earlier attempt already submitted: poll it instead of submitting again."""
 
+    @property
+    def abandoned(self) -> bool:
+        """True when this process drops the job without cancelling it (shutdown, lost lease): leave the
+        provider's request running, another process resumes it. Otherwise a cancelled ``generate`` cancels
+        the request at the provider."""
+
     async def submitted(self, ref: ProviderRef) -> None:
         """Persist the provider's request id; must be awaited before waiting on the provider."""
 

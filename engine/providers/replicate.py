@@ -204,13 +204,18 @@ class ReplicateFluxPulidBackend:
             try:
                 await progress.submitted(ref)
             except asyncio.CancelledError:
-                await self._cancel(ref)
+                if not progress.abandoned:
+                    await self._cancel(ref)
                 raise
         elif ref.backend != self.name:
             raise ProviderFailedError(f"{self.name} cannot resume a {ref.backend} request")
         try:
             return await self._wait(ref, request, progress)
-        except (asyncio.CancelledError, WaitExceededError):
+        except asyncio.CancelledError:
+            if not progress.abandoned:
+                await self._cancel(ref)
+            raise
+        except WaitExceededError:
             await self._cancel(ref)
             raise
 

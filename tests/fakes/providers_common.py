@@ -288,6 +288,7 @@ class RecordingProgress:
         self._on_submitted = on_submitted
         self.refs: list[Any] = []
         self.updates: list[tuple[str, int | None]] = []
+        self.abandoned = False
 
     @property
     def resume(self) -> Any:

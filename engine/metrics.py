@@ -76,8 +76,9 @@ class Metrics:
         self._jobs_finished.labels(backend=label, state=_known(str(state), _STATES)).inc()
 
     def spend(self, backend: str, usd: float) -> None:
-        if usd > 0:  # a counter only goes up; a refund from a provider is not money we got back
-            self._spend.labels(backend=backend).inc(usd)
+        series = self._spend.labels(backend=backend)  # a free backend still shows up, at zero
+        if usd > 0:  # a counter only goes up
+            series.inc(usd)
 
     def provider_error(self, backend: str, kind: str) -> None:
         self._provider_errors.labels(backend=backend, kind=_known(str(kind), _KINDS)).inc()

@@ -1,0 +1,1 @@
+"""Deployment and operations: compose files, health and metrics endpoints."""

@@ -17,7 +17,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from engine.backend import Backend, GenerationResult, OutputImage, ProviderRef, Stage
 from engine.errors import BackendError, FailureKind, TransientError
@@ -184,9 +184,9 @@ class Dispatcher:
                     await self._sweep(now)
                 await self.claim_available()
                 self._wake.clear()
-                waits: set[asyncio.Future[object]] = {stopper, asyncio.ensure_future(self._wake.wait())}
-                waits |= set(self._tasks)  # type: ignore[arg-type]
-                done, pending = await asyncio.wait(
+                waits: set[asyncio.Future[Any]] = {stopper, asyncio.ensure_future(self._wake.wait())}
+                waits |= self._tasks
+                _done, pending = await asyncio.wait(
                     waits, timeout=self.settings.poll_s, return_when=asyncio.FIRST_COMPLETED
                 )
                 for future in pending:
@@ -379,7 +379,7 @@ class Dispatcher:
             return result
 
     def _backoff(self, tries: int, retry_after: float | None) -> float:
-        exponential = min(self.settings.backoff_cap_s, self.settings.backoff_base_s * 2 ** (tries - 1))
+        exponential = min(self.settings.backoff_cap_s, self.settings.backoff_base_s * 2.0 ** (tries - 1))
         delay = exponential * (0.5 + self.jitter() / 2)  # "equal jitter": never less than half the step
         return max(delay, retry_after or 0.0)
 

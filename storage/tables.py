@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-from typing import cast
-
 from sqlalchemy import Table
+from sqlmodel import SQLModel
 
-from storage.models import (
-    AuditEntry,
-    BlobRef,
-    Identity,
-    Image,
-    Job,
-    JobEvent,
-    LedgerEntry,
-    ScopeSettings,
-    User,
-)
+import storage.models  # noqa: F401  (defines the tables on SQLModel.metadata)
 
-users = cast(Table, User.__table__)
-identities = cast(Table, Identity.__table__)
-jobs = cast(Table, Job.__table__)
-job_events = cast(Table, JobEvent.__table__)
-ledger = cast(Table, LedgerEntry.__table__)
-images = cast(Table, Image.__table__)
-blob_refs = cast(Table, BlobRef.__table__)
-audit_log = cast(Table, AuditEntry.__table__)
-scope_settings = cast(Table, ScopeSettings.__table__)
+_tables = SQLModel.metadata.tables
+users: Table = _tables["users"]
+identities: Table = _tables["identities"]
+jobs: Table = _tables["jobs"]
+job_events: Table = _tables["job_events"]
+ledger: Table = _tables["ledger"]
+images: Table = _tables["images"]
+blob_refs: Table = _tables["blob_refs"]
+audit_log: Table = _tables["audit_log"]
+scope_settings: Table = _tables["scope_settings"]

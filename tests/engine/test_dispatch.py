@@ -221,8 +221,8 @@ async def test_many_jobs_respect_the_backend_concurrency(db: Database, tmp_path:
         assert states == {JobState.SUCCEEDED}
 
 
-async def wait_until(predicate: object, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
+async def wait_until(predicate: object, within_s: float = 5.0) -> None:
+    deadline = time.monotonic() + within_s
     while not predicate():  # type: ignore[operator]
         if time.monotonic() > deadline:
             raise TimeoutError("condition not reached")

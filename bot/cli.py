@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from bot import logs
 from bot.errors import UserError
@@ -25,6 +27,30 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("run", help="front ends, dispatcher and delivery in one process")
     commands.add_parser("worker", help="dispatcher only, for extra hosts sharing a PostgreSQL database")
+
+    gen = commands.add_parser("generate", help="render one job through the ledger and dispatcher")
+    gen.add_argument("--face", action="append", required=True, type=Path, help="face photo (repeat for more)")
+    gen.add_argument("--prompt", required=True)
+    gen.add_argument("--backend", help="run on this backend only (no failover)")
+    gen.add_argument("--out", type=Path, default=Path("./likeness-out"))
+    gen.add_argument("--negative", dest="negative_prompt")
+    gen.add_argument("--width", type=int)
+    gen.add_argument("--height", type=int)
+    gen.add_argument("--aspect", help="e.g. 3:4")
+    gen.add_argument("--steps", type=int)
+    gen.add_argument("--guidance", type=float)
+    gen.add_argument("--id-weight", dest="id_weight", type=float)
+    gen.add_argument("--start-step", dest="start_step", type=int)
+    gen.add_argument("--true-cfg", dest="true_cfg", type=float)
+    gen.add_argument("--seed", type=int)
+    gen.add_argument("--num-images", dest="num_images", type=int, default=1)
+    gen.add_argument("--format", dest="output_format", choices=["jpeg", "png", "webp"])
+
+    models = commands.add_parser("models", help="local engine weights").add_subparsers(
+        dest="models_command", required=True
+    )
+    models.add_parser("download", help="fetch and verify every weight file (FLUX.1-dev needs HF_TOKEN)")
+    models.add_parser("check", help="list missing or corrupt weight files")
 
     db = commands.add_parser("db", help="database schema").add_subparsers(dest="db_command", required=True)
     db.add_parser("upgrade", help="apply pending migrations")
@@ -96,8 +122,60 @@ async def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
             print(await _db_upgrade(settings))
         case "admin":
             print(await _admin(settings, args))
-        case "run" | "worker":
-            raise UserError(f"`likeness {args.command}` needs the dispatcher, which is not configured yet")
+        case "generate":
+            for path in await _generate(settings, args):
+                print(path)
+        case "models":
+            return _models(settings, args.models_command)
+        case "run":
+            from bot.service_runner import run_service
+
+            await run_service(settings)
+        case "worker":
+            from bot.service_runner import run_worker
+
+            await run_worker(settings)
+    return 0
+
+
+GENERATE_PARAMS = (
+    "negative_prompt", "width", "height", "aspect", "steps", "guidance", "id_weight", "start_step",
+    "true_cfg", "seed", "num_images", "output_format",
+)  # fmt: skip
+
+
+async def _generate(settings: Settings, args: argparse.Namespace) -> list[Path]:
+    from bot.generate import GenerateArgs, generate
+    from bot.runtime import open_runtime
+
+    params = {name: getattr(args, name) for name in GENERATE_PARAMS}
+    async with open_runtime(settings) as runtime:
+        return await generate(runtime, GenerateArgs(args.face, args.prompt, args.backend, args.out, params))
+
+
+def _models(settings: Settings, command: str) -> int:
+    from engine.local import weights
+
+    models_dir = settings.models_dir
+    if command == "check":
+        problems = weights.check(models_dir)
+        for problem in problems:
+            print(f"{problem.artifact}: {problem.path}: {problem.reason}")
+        if not problems:
+            print(f"all local engine weights present in {models_dir}")
+        return 1 if problems else 0
+    token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
+
+    def show(event: weights.DownloadEvent) -> None:
+        state = "done" if event.done else "fetching"
+        print(f"{event.artifact} [{event.index}/{event.total}] {state}: {event.path}", file=sys.stderr)
+
+    try:
+        written = weights.download(models_dir, token, show)
+    except weights.WeightsError as exc:
+        raise UserError(str(exc)) from None
+    for path in written:
+        print(path)
     return 0
 
 

@@ -75,6 +75,13 @@ def refusal(refused: QuotaRefused) -> str:
     return "Something is off with your account; try /start."
 
 
+# --- photos ------------------------------------------------------------------------------------
+PHOTO_TOO_LARGE = "That file is too large: send a photo under {mb} MB."
+PHOTO_NOT_IMAGE = "That isn't a photo I can read: send a JPEG, PNG or WebP image."
+PHOTO_TOO_MANY_PIXELS = "That image has far too many pixels: send an ordinary photo."
+PHOTO_DAMAGED = "That image is damaged or incomplete: please send it again."
+PHOTO_TOO_SMALL = "That photo is too small ({w}×{h}): the face needs at least {side} px on the short side."
+
 # --- parameters ----------------------------------------------------------------------------------
 PARAMETER_NAMES = {
     "width": "width",
@@ -109,7 +116,13 @@ def _allowed(problem: Problem) -> str:
     return "allowed " + ", ".join(str(option) for option in limit.options)
 
 
-def problems(found: list[Problem]) -> str:
+BAD_ASPECT = "Aspect {value!r} is not a ratio like 3:4 (between 1:4 and 4:1)."
+
+
+def no_backend(found: tuple[Problem, ...] | list[Problem]) -> str:
+    """Why nothing can render a request: each broken range with what is allowed, or that none is up."""
+    if not found:
+        return "No image backend is available right now. Please try again later."
     lines = [
         f"• {PARAMETER_NAMES.get(p.parameter, p.parameter)} {p.value!r} on {p.backend}: {_allowed(p)}"
         for p in found

@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from engine.local.settings import LocalSettings
 from engine.providers.settings import FalSettings, ReplicateSettings, SegmindSettings, WaveSpeedSettings
+from engine.settings import DispatchSettings
 from storage.settings import CreditSettings, QueueSettings
 
 BACKEND_NAMES = (
@@ -73,6 +74,7 @@ class Settings(BaseSettings):
 
     credits: CreditSettings = CreditSettings()
     queue: QueueSettings = QueueSettings()
+    dispatch: DispatchSettings = DispatchSettings()
     metrics: MetricsSettings = MetricsSettings()
     log: LogSettings = LogSettings()
     retention: RetentionSettings = RetentionSettings()
@@ -106,6 +108,11 @@ class Settings(BaseSettings):
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'likeness.db').resolve()}"
+
+    @property
+    def local_settings(self) -> LocalSettings:
+        """The local engine's settings with the models directory resolved."""
+        return self.local.model_copy(update={"models_dir": self.models_dir})
 
     @property
     def models_dir(self) -> Path:

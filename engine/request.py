@@ -57,3 +57,22 @@ class GenerationRequest:
     def from_params(cls, params: dict[str, Any], faces: tuple[bytes, ...]) -> GenerationRequest:
         known = {f.name for f in fields(cls)} - {"faces"}
         return cls(faces=faces, **{k: v for k, v in params.items() if k in known})
+
+
+ASPECT_AREA = 1024 * 1024  # the megapixel FLUX is trained around
+MAX_ASPECT = 4.0
+
+
+def size_for_aspect(aspect: str) -> tuple[int, int] | None:
+    """Width and height (multiples of 16, about one megapixel) for an aspect such as "3:4"; None if the
+    text is not a ratio between 1:4 and 4:1."""
+    left, sep, right = aspect.strip().partition(":")
+    try:
+        w_ratio, h_ratio = float(left), float(right)
+    except ValueError:
+        return None
+    if not sep or w_ratio <= 0 or h_ratio <= 0 or not 1 / MAX_ASPECT <= w_ratio / h_ratio <= MAX_ASPECT:
+        return None
+    height = (ASPECT_AREA * h_ratio / w_ratio) ** 0.5
+    width = height * w_ratio / h_ratio
+    return int(round(width / 16) * 16), int(round(height / 16) * 16)

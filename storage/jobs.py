@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 
 from storage import tables as t
 from storage.errors import DuplicateJob, QuotaRefused, RefusalReason
-from storage.models import Job
+from storage.models import Image, Job
 from storage.quota import record_entry
 from storage.states import TIER_WEIGHTS, DeliveryState, JobState, LedgerKind
 
@@ -614,6 +614,11 @@ def set_reply_target(*, session: Connection, job_id: str, reply_target: dict[str
     session.execute(
         update(t.jobs).where(t.jobs.c.id == job_id).values(reply_target=reply_target, updated_at=now)
     )
+
+
+def images_of(*, session: Connection, job_id: str) -> list[Image]:
+    rows = session.execute(select(t.images).where(t.images.c.job_id == job_id).order_by(t.images.c.index))
+    return [Image.model_validate(dict(row._mapping)) for row in rows]
 
 
 def add_event(

@@ -1,0 +1,46 @@
+"""Face photos from users: sniffed by content, bounded in bytes and pixels, EXIF-rotated, re-encoded."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from bot import messages
+from bot.errors import UserError
+
+MAX_BYTES = 20 * 1024 * 1024
+MAX_PIXELS = 50_000_000  # above this, decoding alone could exhaust memory (decompression bombs)
+MIN_SIDE = 256  # a face smaller than this cannot carry a likeness
+MAX_SIDE = 2048  # larger photos are scaled down: no backend needs more, and uploads stay small
+ACCEPTED = ("JPEG", "PNG", "WEBP")
+
+
+def normalize_photo(data: bytes) -> bytes:
+    """A clean JPEG of the photo, upright; raises UserError saying what is wrong with it."""
+    if len(data) > MAX_BYTES:
+        raise UserError(messages.PHOTO_TOO_LARGE.format(mb=MAX_BYTES // (1024 * 1024)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data), formats=ACCEPTED)
+        except (UnidentifiedImageError, Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+            if isinstance(exc, UnidentifiedImageError):
+                raise UserError(messages.PHOTO_NOT_IMAGE) from None
+            raise UserError(messages.PHOTO_TOO_MANY_PIXELS) from None
+        width, height = image.size
+        if width * height > MAX_PIXELS:
+            raise UserError(messages.PHOTO_TOO_MANY_PIXELS)
+        try:
+            image.load()
+        except (OSError, SyntaxError, ValueError):
+            raise UserError(messages.PHOTO_DAMAGED) from None
+    image = ImageOps.exif_transpose(image)
+    if min(image.size) < MIN_SIDE:
+        raise UserError(messages.PHOTO_TOO_SMALL.format(side=MIN_SIDE, w=image.width, h=image.height))
+    if max(image.size) > MAX_SIDE:
+        image.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    image.convert("RGB").save(out, format="JPEG", quality=92)
+    return out.getvalue()

@@ -134,9 +134,7 @@ def _printer(job_id: str) -> Any:
         if event.kind is ProgressKind.BACKEND:
             line = f"rendering on {event.backend}"
         elif event.kind is ProgressKind.PROVIDER_QUEUE:
-            line = f"queued at {event.backend}" + (
-                f", position {event.position}" if event.position is not None else ""
-            )
+            line = f"queued at {event.backend}" + (f", position {event.position}" if event.position is not None else "")
         elif event.kind is ProgressKind.RENDERING and event.fraction is not None:
             line = f"rendering {event.fraction:.0%}"
         else:

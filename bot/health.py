@@ -57,9 +57,7 @@ class HealthServer:
 
 
 class _Handlers:
-    def __init__(
-        self, db: Database, metrics: Metrics, ready: Callable[[], bool], clock: Callable[[], float]
-    ) -> None:
+    def __init__(self, db: Database, metrics: Metrics, ready: Callable[[], bool], clock: Callable[[], float]) -> None:
         self.db = db
         self.metrics = metrics
         self.ready = ready

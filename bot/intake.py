@@ -36,11 +36,11 @@ def normalize_photo(data: bytes) -> bytes:
             image.load()
         except (OSError, SyntaxError, ValueError):
             raise UserError(messages.PHOTO_DAMAGED) from None
-    image = ImageOps.exif_transpose(image)
-    if min(image.size) < MIN_SIDE:
-        raise UserError(messages.PHOTO_TOO_SMALL.format(side=MIN_SIDE, w=image.width, h=image.height))
-    if max(image.size) > MAX_SIDE:
-        image.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
+    upright = ImageOps.exif_transpose(image)
+    if min(upright.size) < MIN_SIDE:
+        raise UserError(messages.PHOTO_TOO_SMALL.format(side=MIN_SIDE, w=upright.width, h=upright.height))
+    if max(upright.size) > MAX_SIDE:
+        upright.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
     out = io.BytesIO()
-    image.convert("RGB").save(out, format="JPEG", quality=92)
+    upright.convert("RGB").save(out, format="JPEG", quality=92)
     return out.getvalue()

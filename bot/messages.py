@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from engine.capabilities import Choice, Problem, Range, Text
 from storage.errors import QuotaRefused, RefusalReason
 from storage.stats import Stats
@@ -48,10 +50,7 @@ RESUMED = "New jobs are accepted again."
 def stats_text(stats: Stats) -> str:
     rate = "n/a" if stats.success_rate is None else f"{stats.success_rate:.0%}"
     states = ", ".join(f"{state} {count}" for state, count in sorted(stats.by_state.items())) or "none"
-    spend = (
-        ", ".join(f"{backend} ${usd:.4f}" for backend, usd in sorted(stats.spend_by_backend.items()))
-        or "none"
-    )
+    spend = ", ".join(f"{backend} ${usd:.4f}" for backend, usd in sorted(stats.spend_by_backend.items())) or "none"
     return (
         f"Jobs today: {stats.total} ({states})\n"
         f"Success rate: {rate}\n"
@@ -116,6 +115,12 @@ def _allowed(problem: Problem) -> str:
     return "allowed " + ", ".join(str(option) for option in limit.options)
 
 
+MAX_PROMPT = 1000
+EMPTY_PROMPT = "Write what to render, e.g. /imagine a portrait in the rain --ar 3:4"
+PROMPT_TOO_LONG = "That prompt is too long: keep it under {limit} characters."
+BAD_OPTION = "{flag} {value!r} is not valid: expected {expected}."
+UNKNOWN_OPTION = "Unknown option {flag}. Options: {known}, --no <things to avoid>."
+MISSING_VALUE = "{flag} needs a value."
 BAD_ASPECT = "Aspect {value!r} is not a ratio like 3:4 (between 1:4 and 4:1)."
 
 
@@ -124,7 +129,162 @@ def no_backend(found: tuple[Problem, ...] | list[Problem]) -> str:
     if not found:
         return "No image backend is available right now. Please try again later."
     lines = [
-        f"• {PARAMETER_NAMES.get(p.parameter, p.parameter)} {p.value!r} on {p.backend}: {_allowed(p)}"
-        for p in found
+        f"• {PARAMETER_NAMES.get(p.parameter, p.parameter)} {p.value!r} on {p.backend}: {_allowed(p)}" for p in found
     ]
     return "No backend can take these settings:\n" + "\n".join(lines)
+
+
+# --- users -----------------------------------------------------------------------------------------
+def welcome(available: int) -> str:
+    return (
+        "Hi! Send me a face photo with a caption describing a scene, and I'll render you in it.\n"
+        f"You have {available} credits. /help lists everything I can do.\n\n"
+        "Privacy: your photos are used only to render your images, kept for a limited time, and "
+        "deleted with /forget whenever you like. Only send photos of yourself or of people who agreed."
+    )
+
+
+HELP = (
+    "How to use me:\n"
+    "• Send a photo with a caption: the caption is the prompt.\n"
+    "• /imagine <prompt> renders with your saved face.\n"
+    "• Options: --ar 3:4, --seed 42, --steps 20, --id-weight 0.9, --guidance 4, --n 2, --no <things to avoid>\n"
+    "• /face save <name> (with or replying to up to 4 photos), /face list, /face use <name>, "
+    "/face delete <name>, /face delete-all\n"
+    "• /history, /quota, /cancel, /forget"
+)
+NOT_THIS_CHANNEL = "I don't take requests in this channel."
+
+
+def paused_for_users(reason: str) -> str:
+    return "New requests are paused right now" + (f": {reason}" if reason else ".")
+
+
+# --- imagine ---------------------------------------------------------------------------------------
+TOO_MANY_PHOTOS = "Send at most {limit} photos of one face."
+NO_SUCH_FACE = "You have no saved face called {name!r}. /face list shows yours."
+NO_FACE_YET = "Send a face photo with your prompt, or save one first with /face save <name>."
+NO_BACKEND_UP = "No image backend is available right now. Please try again later."
+STARTED = "Rendering…"
+NOT_YOUR_JOB = "That isn't one of your jobs."
+JOB_EXPIRED = "That job's photos have expired: send the photo again."
+NOTHING_TO_CANCEL = "You have nothing queued or rendering."
+CANCELLED_REFUNDED = "Cancelled. Your credits were refunded."
+
+
+def queued(position: int | None) -> str:
+    return "Queued" + (f" — position {position}" if position else "") + "."
+
+
+def cancel_outcome(outcome: str) -> str:
+    return {
+        "cancelled": "Cancelled. Your credits were refunded.",
+        "requested": "Cancelling… you won't be charged.",
+    }.get(outcome, "That job has already finished.")
+
+
+def rendering_on(backend: str) -> str:
+    return f"Rendering on {backend}…"
+
+
+def provider_queue(backend: str, position: int | None) -> str:
+    return f"Waiting at {backend}" + (f" — position {position}" if position is not None else "") + "…"
+
+
+def rendering_fraction(backend: str, fraction: float) -> str:
+    return f"Rendering on {backend}… {fraction:.0%}"
+
+
+def result_caption(job: Any) -> str:
+    prompt = str(job.params.get("prompt", ""))
+    short = prompt if len(prompt) <= 200 else prompt[:199] + "…"
+    seed = f" · seed {job.seed}" if job.seed else ""
+    return f"{short}{seed} · {job.backend}"
+
+
+FAILURES = {
+    "content_policy": "The image service refused this prompt or photo. Try different wording.",
+    "no_face": "I couldn't find a clear face in that photo. Try a sharper, front-facing one.",
+    "invalid_input": "The image service couldn't use that photo or those settings.",
+    "deadline": "That took too long and was stopped.",
+    "no_backend": "No image backend could take that request right now.",
+    "unknown_outcome": "The image service stopped answering mid-request.",
+    "photo_missing": "Your photo is no longer stored: please send it again.",
+}
+
+
+def failure(reason: str, cost: int) -> str:
+    text = FAILURES.get(reason, "Something went wrong while rendering.")
+    return f"{text} You were not charged" + (f" ({cost} credits refunded)." if cost else ".")
+
+
+# --- identities ------------------------------------------------------------------------------------
+BAD_FACE_NAME = "Face names use letters, digits, - and _, up to 32 characters."
+FACE_NEEDS_PHOTOS = "Send /face save <name> with a photo (or up to 4), or reply to photos with it."
+FACE_CAP = "You can keep at most {limit} faces. Delete one with /face delete <name>."
+FACE_DEFAULT = "{name!r} is now your default face."
+
+
+def face_saved(name: str, photos: int) -> str:
+    return f"Saved face {name!r} ({photos} photo{'s' if photos != 1 else ''}); it is now your default."
+
+
+def face_list(faces: list[tuple[str, int, bool]]) -> str:
+    if not faces:
+        return "You have no saved faces. Use /face save <name> with a photo."
+    lines = [
+        f"• {name} ({count} photo{'s' if count != 1 else ''}){' — default' if default else ''}"
+        for name, count, default in faces
+    ]
+    return "Your faces:\n" + "\n".join(lines)
+
+
+def faces_deleted(count: int) -> str:
+    return "No faces to delete." if count == 0 else f"Deleted {count} face{'s' if count != 1 else ''}."
+
+
+# --- history, quota, forget ------------------------------------------------------------------------
+NO_HISTORY = "You haven't rendered anything yet."
+
+
+def history_line(date: str, job: Any) -> str:
+    prompt = str(job.params.get("prompt", ""))
+    prompt = prompt if len(prompt) <= 60 else prompt[:59] + "…"
+    seed = job.seed or job.params.get("seed") or "random"
+    outcome = "expired" if job.expired else str(job.state)
+    if job.state == "failed" and job.error:
+        outcome += f" ({job.error})"
+    return f"• {date} — {prompt}\n  seed {seed} · {job.backend or 'not started'} · {outcome}"
+
+
+def history_page(lines: list[str], page: int, pages: int) -> str:
+    return f"Your jobs (page {page} of {pages}):\n" + "\n".join(lines)
+
+
+def quota_text(
+    *, available: int, reserved: int, used_today: int, daily_limit: int, per_image: int, unlimited: bool
+) -> str:
+    if unlimited:
+        return "You have no limits."
+    held = f" ({reserved} held for jobs in progress)" if reserved else ""
+    return (
+        f"Credits: {available}{held}\n"
+        f"Jobs today: {used_today} of {daily_limit} (resets at midnight UTC)\n"
+        f"One image costs {per_image} credit{'s' if per_image != 1 else ''}."
+    )
+
+
+FORGET_CONFIRM = (
+    "This deletes your saved faces, your photos and your history for good. Your credit balance stays. Are you sure?"
+)
+FORGET_KEPT = "Nothing was deleted."
+FORGET_BUSY = "You have a job in progress: wait for it to finish (or /cancel it), then try again."
+FORGOTTEN = "Done: your faces, photos and history are deleted."
+
+
+# --- front ends --------------------------------------------------------------------------------------
+INTERNAL_ERROR = "Sorry, something went wrong on my side. Please try again."
+BUTTON_EXPIRED = "This button no longer works."
+BUTTONS_BELOW = "What next?"
+PHOTO_NEEDS_CAPTION = "Add a caption describing the scene, e.g. “an astronaut on the moon --ar 3:4”."
+FACE_USAGE = "Use: /face save <name> (with photos), /face list, /face use <name>, /face delete <name>, /face delete-all"

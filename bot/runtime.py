@@ -17,6 +17,7 @@ from bot.store import open_blobs, open_database
 from engine.backend import Backend
 from engine.dispatch import Dispatcher
 from engine.events import ProgressHub
+from engine.metrics import Metrics
 from engine.providers.registry import build_provider_backends
 from engine.routing import Router
 from storage.blobs import LocalBlobStore
@@ -34,6 +35,7 @@ class Runtime:
     hub: ProgressHub
     router: Router
     dispatcher: Dispatcher
+    metrics: Metrics
 
 
 def build_backends(settings: Settings, http: aiohttp.ClientSession) -> dict[str, Backend]:
@@ -55,9 +57,7 @@ def default_route(settings: Settings, backends: dict[str, Backend]) -> list[str]
     """LIKENESS_ROUTE, or every configured backend in the documented order."""
     if settings.route:
         return list(settings.route)
-    return [
-        name for name in BACKEND_NAMES if name in backends and backends[name].unavailable_reason() is None
-    ]
+    return [name for name in BACKEND_NAMES if name in backends and backends[name].unavailable_reason() is None]
 
 
 @contextlib.asynccontextmanager
@@ -74,6 +74,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             router = Router(backends, route, Dispatcher.breakers_for(list(backends), settings.dispatch))
             hub = ProgressHub()
             blobs = open_blobs(settings)
+            metrics = Metrics()
             dispatcher = Dispatcher(
                 db,
                 blobs,
@@ -82,9 +83,10 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
                 queue=settings.queue,
                 hub=hub,
                 worker_id=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}",
+                metrics=metrics,
             )
             try:
-                yield Runtime(settings, db, blobs, http, hub, router, dispatcher)
+                yield Runtime(settings, db, blobs, http, hub, router, dispatcher, metrics)
             finally:
                 for backend in backends.values():
                     close = getattr(backend, "close", None)

@@ -88,8 +88,6 @@ def release(*, session: Connection, owner: str) -> list[str]:
         return []
     session.execute(delete(t.blob_refs).where(r.owner == owner))
     other = t.blob_refs.alias("other")
-    still_used = (
-        session.execute(select(other.c.blob_key).where(other.c.blob_key.in_(keys)).distinct())
-    ).scalars()
+    still_used = (session.execute(select(other.c.blob_key).where(other.c.blob_key.in_(keys)).distinct())).scalars()
     used = set(still_used)
     return [key for key in keys if key not in used]

@@ -83,9 +83,7 @@ class Database:
         rolled back if it raises."""
         if self._writer_thread is not None:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(
-                self._writer_thread, _in_transaction, self.engine, operation, kwargs
-            )
+            return await loop.run_in_executor(self._writer_thread, _in_transaction, self.engine, operation, kwargs)
         async with self.async_engine.begin() as conn:
             return await conn.run_sync(lambda sync: operation(session=sync, **kwargs))
 
@@ -126,9 +124,7 @@ class Database:
         """Apply pending migrations (under a file lock on SQLite, so processes starting together agree)."""
         if self.is_sqlite:
             database = make_url(self.url).database
-            lock = (
-                Path(database).with_suffix(".migrate.lock") if database and database != ":memory:" else None
-            )
+            lock = Path(database).with_suffix(".migrate.lock") if database and database != ":memory:" else None
             await asyncio.to_thread(_upgrade_sqlite, self.engine, lock)
         else:
             async with self.async_engine.connect() as conn:

@@ -101,9 +101,7 @@ _VCLOCK = select(
 _STEP = bindparam("cost", type_=Float) / case(
     *((_u.tier == tier.value, literal(weight)) for tier, weight in TIER_WEIGHTS.items()), else_=literal(1.0)
 )
-_GLOBAL_DAILY = (
-    select(t.scope_settings.c.daily_jobs).where(t.scope_settings.c.scope == "global").scalar_subquery()
-)
+_GLOBAL_DAILY = select(t.scope_settings.c.daily_jobs).where(t.scope_settings.c.scope == "global").scalar_subquery()
 _RESERVE = (
     update(t.users)
     .where(
@@ -250,9 +248,7 @@ def claim(*, session: Connection, worker: str, lease_s: float, running_cap: int,
     """Take the fairest runnable job: queued, due, and its owner under their running cap."""
     excluded: list[int] = []
     for _ in range(8):
-        candidate = session.execute(
-            _CANDIDATE, {"now": now, "default_cap": running_cap, "excluded": excluded}
-        ).first()
+        candidate = session.execute(_CANDIDATE, {"now": now, "default_cap": running_cap, "excluded": excluded}).first()
         if candidate is None:
             return None
         if _is_postgres(session):
@@ -278,13 +274,9 @@ _HEARTBEAT = (
 )
 
 
-def heartbeat(
-    *, session: Connection, job_id: str, attempt: int, lease_s: float, now: float
-) -> Heartbeat | None:
+def heartbeat(*, session: Connection, job_id: str, attempt: int, lease_s: float, now: float) -> Heartbeat | None:
     """Extend the lease. None means this attempt lost the job: stop working on it."""
-    row = session.execute(
-        _HEARTBEAT, {"job": job_id, "att": attempt, "lease_end": now + lease_s, "now": now}
-    ).first()
+    row = session.execute(_HEARTBEAT, {"job": job_id, "att": attempt, "lease_end": now + lease_s, "now": now}).first()
     return None if row is None else Heartbeat(bool(row.cancel_requested), row.deadline_at)
 
 
@@ -321,9 +313,7 @@ _REFUND = (
     .where(_u.id == bindparam("uid"))
     .values(
         reserved=_u.reserved - bindparam("amount"),
-        day_jobs=case(
-            (and_(_u.day == bindparam("job_day"), _u.day_jobs > 0), _u.day_jobs - 1), else_=_u.day_jobs
-        ),
+        day_jobs=case((and_(_u.day == bindparam("job_day"), _u.day_jobs > 0), _u.day_jobs - 1), else_=_u.day_jobs),
     )
 )
 
@@ -369,9 +359,7 @@ def complete(
     spend_usd: float = 0.0,
 ) -> bool:
     """running → succeeded, charging the reservation. False if this attempt no longer owns the job."""
-    row = _finish(
-        session, job_id, attempt, JobState.SUCCEEDED, now, spend_usd=spend_usd, seed=seed, backend=backend
-    )
+    row = _finish(session, job_id, attempt, JobState.SUCCEEDED, now, spend_usd=spend_usd, seed=seed, backend=backend)
     if row is None:
         return False
     session.execute(_CHARGE, {"uid": row.user_id, "amount": row.cost})
@@ -410,9 +398,7 @@ def fail(
     spend_usd: float = 0.0,
 ) -> bool:
     """running → failed, refunding the reservation. False if this attempt no longer owns the job."""
-    row = _finish(
-        session, job_id, attempt, JobState.FAILED, now, reason=reason, detail=detail, spend_usd=spend_usd
-    )
+    row = _finish(session, job_id, attempt, JobState.FAILED, now, reason=reason, detail=detail, spend_usd=spend_usd)
     if row is None:
         return False
     _refund(session, job_id, row.user_id, row.cost, row.created_at, now)
@@ -420,16 +406,12 @@ def fail(
     return True
 
 
-def retry_later(
-    *, session: Connection, job_id: str, attempt: int, run_after: float, reason: str, now: float
-) -> bool:
+def retry_later(*, session: Connection, job_id: str, attempt: int, run_after: float, reason: str, now: float) -> bool:
     """running → queued until ``run_after`` (the next claim starts a new attempt)."""
     j = t.jobs.c
     result = session.execute(
         update(t.jobs)
-        .where(
-            j.id == job_id, j.attempt == attempt, j.state == JobState.RUNNING, j.cancel_requested.is_(False)
-        )
+        .where(j.id == job_id, j.attempt == attempt, j.state == JobState.RUNNING, j.cancel_requested.is_(False))
         .values(
             state=JobState.QUEUED,
             run_after=run_after,
@@ -467,9 +449,7 @@ def cancel(*, session: Connection, job_id: str, now: float) -> CancelOutcome:
         add_event(session=session, job_id=job_id, kind="cancelled", now=now)
         return CancelOutcome.CANCELLED
     requested = session.execute(
-        update(t.jobs)
-        .where(j.id == job_id, j.state == JobState.RUNNING)
-        .values(cancel_requested=True, updated_at=now)
+        update(t.jobs).where(j.id == job_id, j.state == JobState.RUNNING).values(cancel_requested=True, updated_at=now)
     )
     return CancelOutcome.REQUESTED if requested.rowcount else CancelOutcome.NOOP
 
@@ -503,12 +483,8 @@ def expire_leases(*, session: Connection, now: float, limit: int = 100) -> list[
         else:
             result = session.execute(
                 update(t.jobs)
-                .where(
-                    j.id == row.id, j.attempt == row.attempt, j.state == JobState.RUNNING, j.lease_until < now
-                )
-                .values(
-                    state=JobState.QUEUED, run_after=now, lease_owner=None, lease_until=None, updated_at=now
-                )
+                .where(j.id == row.id, j.attempt == row.attempt, j.state == JobState.RUNNING, j.lease_until < now)
+                .values(state=JobState.QUEUED, run_after=now, lease_owner=None, lease_until=None, updated_at=now)
             )
             done = result.rowcount == 1
             if done:
@@ -518,9 +494,7 @@ def expire_leases(*, session: Connection, now: float, limit: int = 100) -> list[
     return handled
 
 
-def set_provider_ref(
-    *, session: Connection, job_id: str, attempt: int, ref: dict[str, Any] | None, now: float
-) -> bool:
+def set_provider_ref(*, session: Connection, job_id: str, attempt: int, ref: dict[str, Any] | None, now: float) -> bool:
     """Remember the provider's request before waiting on it, so a restart resumes instead of re-paying."""
     j = t.jobs.c
     result = session.execute(
@@ -547,9 +521,7 @@ def queue_position(*, session: Connection, job_id: str) -> int | None:
     """1-based place among queued jobs in claim order; None once the job left the queue."""
     j = t.jobs.c
     me = (
-        session.execute(
-            select(j.fair_key, j.created_at, j.id).where(j.id == job_id, j.state == JobState.QUEUED)
-        )
+        session.execute(select(j.fair_key, j.created_at, j.id).where(j.id == job_id, j.state == JobState.QUEUED))
     ).first()
     if me is None:
         return None
@@ -584,9 +556,7 @@ def pending_deliveries(*, session: Connection, platforms: Sequence[str], limit: 
     return [to_job(row) for row in rows]
 
 
-def mark_delivery(
-    *, session: Connection, job_id: str, state: DeliveryState, path: str | None, now: float
-) -> bool:
+def mark_delivery(*, session: Connection, job_id: str, state: DeliveryState, path: str | None, now: float) -> bool:
     """pending → delivered or undeliverable, once."""
     j = t.jobs.c
     result = session.execute(
@@ -611,9 +581,7 @@ def count_delivery_attempt(*, session: Connection, job_id: str, now: float) -> i
 
 
 def set_reply_target(*, session: Connection, job_id: str, reply_target: dict[str, Any], now: float) -> None:
-    session.execute(
-        update(t.jobs).where(t.jobs.c.id == job_id).values(reply_target=reply_target, updated_at=now)
-    )
+    session.execute(update(t.jobs).where(t.jobs.c.id == job_id).values(reply_target=reply_target, updated_at=now))
 
 
 def images_of(*, session: Connection, job_id: str) -> list[Image]:
@@ -621,16 +589,12 @@ def images_of(*, session: Connection, job_id: str) -> list[Image]:
     return [Image.model_validate(dict(row._mapping)) for row in rows]
 
 
-def add_event(
-    *, session: Connection, job_id: str, kind: str, now: float, data: dict[str, Any] | None = None
-) -> None:
+def add_event(*, session: Connection, job_id: str, kind: str, now: float, data: dict[str, Any] | None = None) -> None:
     session.execute(t.job_events.insert().values(job_id=job_id, at=now, kind=kind, data=data or {}))
 
 
 def add_blob_ref(*, session: Connection, blob_key: str, owner: str) -> None:
-    session.execute(
-        _insert(session, t.blob_refs).values(blob_key=blob_key, owner=owner).on_conflict_do_nothing()
-    )
+    session.execute(_insert(session, t.blob_refs).values(blob_key=blob_key, owner=owner).on_conflict_do_nothing())
 
 
 def _refund(session: Connection, job_id: str, user_id: int, cost: int, created_at: float, now: float) -> None:

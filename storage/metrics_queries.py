@@ -30,8 +30,7 @@ def job_counts(*, session: Connection, now: float) -> JobCounts:
     j = t.jobs.c
     # Grouping by state walks the (state, lease_until) index rather than the table.
     by_state = {
-        str(state): int(count)
-        for state, count in session.execute(select(j.state, func.count()).group_by(j.state))
+        str(state): int(count) for state, count in session.execute(select(j.state, func.count()).group_by(j.state))
     }
     for state in JobState:
         by_state.setdefault(str(state), 0)

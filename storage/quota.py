@@ -94,17 +94,13 @@ def ensure_user(
     return user
 
 
-def grant(
-    *, session: Connection, user_id: int, amount: int, actor: str, now: float, note: str = ""
-) -> tuple[int, int]:
+def grant(*, session: Connection, user_id: int, amount: int, actor: str, now: float, note: str = "") -> tuple[int, int]:
     """Add credits (negative takes them away, never below zero). Returns (change made, new balance)."""
     u = t.users.c
     current = (session.execute(select(u.credits).where(u.id == user_id))).scalar_one()
     delta = max(amount, -int(current))
     row = (
-        session.execute(
-            update(t.users).where(u.id == user_id).values(credits=u.credits + delta).returning(u.credits)
-        )
+        session.execute(update(t.users).where(u.id == user_id).values(credits=u.credits + delta).returning(u.credits))
     ).one()
     kind = LedgerKind.GRANT if delta >= 0 else LedgerKind.ADJUST
     record_entry(session, user_id, None, kind, delta, now, actor=actor, note=note)
@@ -128,12 +124,8 @@ def get_scope(*, session: Connection, scope: str) -> dict[str, Any] | None:
 def update_scope(*, session: Connection, scope: str, now: float, **values: Any) -> None:
     """Create or change the operator settings of one scope (global, a chat or a guild)."""
     defaults: dict[str, Any] = {"paused": False, "pause_reason": "", "channels": [], "extra": {}}
-    statement = _insert(session, t.scope_settings).values(
-        scope=scope, updated_at=now, **{**defaults, **values}
-    )
-    session.execute(
-        statement.on_conflict_do_update(index_elements=["scope"], set_={"updated_at": now, **values})
-    )
+    statement = _insert(session, t.scope_settings).values(scope=scope, updated_at=now, **{**defaults, **values})
+    session.execute(statement.on_conflict_do_update(index_elements=["scope"], set_={"updated_at": now, **values}))
 
 
 def audit(
@@ -145,9 +137,7 @@ def audit(
     now: float,
     detail: dict[str, Any] | None = None,
 ) -> None:
-    session.execute(
-        t.audit_log.insert().values(at=now, actor=actor, action=action, target=target, detail=detail or {})
-    )
+    session.execute(t.audit_log.insert().values(at=now, actor=actor, action=action, target=target, detail=detail or {}))
 
 
 @dataclass(frozen=True)

@@ -49,9 +49,7 @@ def collect(*, session: Connection, since: float) -> Stats:
     live = dict(
         (str(state), int(count))
         for state, count in session.execute(
-            select(j.state, func.count())
-            .where(j.state.in_([JobState.QUEUED, JobState.RUNNING]))
-            .group_by(j.state)
+            select(j.state, func.count()).where(j.state.in_([JobState.QUEUED, JobState.RUNNING])).group_by(j.state)
         )
     )
     users = (session.execute(select(func.count()).select_from(t.users))).scalar_one()

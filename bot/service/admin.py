@@ -44,7 +44,7 @@ class AdminService:
         # A Discord role only counts inside a guild; the role name comes from the gateway, not the client.
         return bool(self.admin_role and actor.guild_id and self.admin_role in actor.roles)
 
-    def _require(self, actor: Actor) -> None:
+    def require(self, actor: Actor) -> None:
         if not self.is_admin(actor):
             log.warning("refused admin command from %s", actor.key)
             raise UserError(messages.NOT_ADMIN)
@@ -75,24 +75,20 @@ class AdminService:
         except ValueError:
             raise UserError(messages.BAD_NUMBER.format(what=what, value=value)) from None
 
-    async def _audited(
-        self, actor: Actor, action: str, target: str, change: Callable[..., T], **detail: Any
-    ) -> T:
+    async def _audited(self, actor: Actor, action: str, target: str, change: Callable[..., T], **detail: Any) -> T:
         """Apply a change and its audit entry in one transaction."""
         now = self.clock()
 
         def apply(session: Any) -> T:
             result = change(session)
-            quota.audit(
-                session=session, actor=actor.key, action=action, target=target, now=now, detail=detail
-            )
+            quota.audit(session=session, actor=actor.key, action=action, target=target, now=now, detail=detail)
             return result
 
         log.info("admin %s by %s on %s", action, actor.key, target)
         return await self.db.write(apply)
 
     async def grant(self, actor: Actor, ref: str, amount_text: str) -> str:
-        self._require(actor)
+        self.require(actor)
         amount = self._int("Credits", amount_text)
         user = await self._user(actor, ref)
         target = f"{user.platform}:{user.platform_user_id}"
@@ -108,7 +104,7 @@ class AdminService:
         return messages.granted(target, change, balance)
 
     async def limit(self, actor: Actor, ref: str, jobs_text: str) -> str:
-        self._require(actor)
+        self.require(actor)
         jobs = self._int("Jobs per day", jobs_text)
         if jobs < 0:
             raise UserError(messages.BAD_NUMBER.format(what="Jobs per day", value=jobs_text))
@@ -129,15 +125,13 @@ class AdminService:
             actor,
             "limit",
             target,
-            lambda session: quota.set_user_fields(
-                session=session, user_id=user.id or 0, daily_jobs_limit=jobs
-            ),
+            lambda session: quota.set_user_fields(session=session, user_id=user.id or 0, daily_jobs_limit=jobs),
             jobs=jobs,
         )
         return messages.limit_set(target, jobs)
 
     async def ban(self, actor: Actor, ref: str, reason: str = "", *, banned: bool = True) -> str:
-        self._require(actor)
+        self.require(actor)
         user = await self._user(actor, ref)
         target = f"{user.platform}:{user.platform_user_id}"
         await self._audited(
@@ -152,13 +146,13 @@ class AdminService:
         return messages.banned(target) if banned else messages.unbanned(target)
 
     async def stats(self, actor: Actor) -> str:
-        self._require(actor)
+        self.require(actor)
         collected = await self.db.read(stats.collect, since=_day_start(self.clock()))
         return messages.stats_text(collected)
 
     async def pause(self, actor: Actor, reason: str = "", *, paused: bool = True) -> str:
         """Pause or resume new jobs in the actor's scope (a guild, or everywhere)."""
-        self._require(actor)
+        self.require(actor)
         scope = actor.scope
         await self._audited(
             actor,

@@ -1,0 +1,406 @@
+"""Telegram: translates updates into service calls and renders neutral replies. No logic of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from telegram import (
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    InputMediaPhoto,
+    Message,
+    ReplyParameters,
+    Update,
+)
+from telegram.error import BadRequest, Forbidden, TelegramError
+from telegram.ext import (
+    AIORateLimiter,
+    Application,
+    ApplicationBuilder,
+    CallbackQueryHandler,
+    CommandHandler,
+    ContextTypes,
+    MessageHandler,
+    filters,
+)
+
+from bot import messages
+from bot.errors import UserError
+from bot.frontend import Undeliverable
+from bot.intake import MAX_BYTES
+from bot.service.actors import Actor
+from bot.service.core import ImagineInput, LikenessService
+from bot.service.replies import Action, Button, Reply, ReplyImage
+from bot.settings import TelegramSettings
+from storage.models import Job
+
+log = logging.getLogger(__name__)
+
+ALBUM_WAIT_S = 1.0  # Telegram sends an album as separate updates sharing a media_group_id
+PHOTO_MAX_BYTES = 10 * 1024 * 1024  # sendPhoto's limits; beyond them results go as documents
+PHOTO_MAX_SIDES = 10_000
+PHOTO_MAX_RATIO = 20
+Context = ContextTypes.DEFAULT_TYPE
+
+
+def _actor(update: Update) -> Actor:
+    user, chat = update.effective_user, update.effective_chat
+    assert user is not None
+    return Actor("telegram", str(user.id), user.full_name or "", chat_id=str(chat.id) if chat else None)
+
+
+def _keyboard(buttons: tuple[Button, ...]) -> InlineKeyboardMarkup | None:
+    if not buttons:
+        return None
+    return InlineKeyboardMarkup([[InlineKeyboardButton(b.label, callback_data=b.data) for b in buttons]])
+
+
+def _fits_as_photo(image: ReplyImage) -> bool:
+    long_side, short_side = max(image.width, image.height), max(1, min(image.width, image.height))
+    return (
+        len(image.data) <= PHOTO_MAX_BYTES
+        and image.width + image.height <= PHOTO_MAX_SIDES
+        and long_side / short_side <= PHOTO_MAX_RATIO
+    )
+
+
+class TelegramFrontEnd:
+    platform = "telegram"
+
+    def __init__(self, settings: TelegramSettings, service: LikenessService) -> None:
+        assert settings.token is not None
+        self.settings = settings
+        self.service = service
+        self.app: Application[Any, Any, Any, Any, Any, Any] = (
+            ApplicationBuilder()
+            .token(settings.token.get_secret_value())
+            .base_url(settings.base_url)
+            .base_file_url(settings.base_file_url)
+            .rate_limiter(AIORateLimiter(max_retries=3))
+            .concurrent_updates(64)
+            .build()
+        )
+        self._albums: dict[str, list[Message]] = {}
+        self._handlers()
+
+    # --- life cycle -------------------------------------------------------------------------------
+
+    def _handlers(self) -> None:
+        add = self.app.add_handler
+        simple: dict[str, Callable[[Update, Context], Coroutine[Any, Any, None]]] = {
+            "start": self._start,
+            "help": self._help,
+            "imagine": self._imagine_command,
+            "face": self._face,
+            "history": self._history,
+            "quota": self._quota,
+            "cancel": self._cancel,
+            "forget": self._forget,
+            "admin": self._admin,
+        }
+        for name, callback in simple.items():
+            add(CommandHandler(name, callback))
+        add(MessageHandler(filters.PHOTO | filters.Document.ALL, self._photo))
+        add(CallbackQueryHandler(self._button))
+        self.app.add_error_handler(self._error)
+
+    async def start(self) -> None:
+        await self.app.initialize()
+        await self.app.start()
+        assert self.app.updater is not None
+        if self.settings.webhook_url:
+            host, _, port = self.settings.webhook_listen.rpartition(":")
+            secret = self.settings.webhook_secret.get_secret_value() if self.settings.webhook_secret else None
+            await self.app.updater.start_webhook(
+                listen=host or "0.0.0.0",
+                port=int(port),
+                url_path="telegram",
+                webhook_url=self.settings.webhook_url,
+                secret_token=secret,
+                allowed_updates=Update.ALL_TYPES,
+            )
+        else:
+            await self.app.updater.start_polling(allowed_updates=Update.ALL_TYPES, poll_interval=0.0)
+
+    async def stop(self) -> None:
+        if self.app.updater is not None and self.app.updater.running:
+            await self.app.updater.stop()
+        if self.app.running:
+            await self.app.stop()
+        await self.app.shutdown()
+
+    # --- rendering --------------------------------------------------------------------------------
+
+    async def _send(self, chat_id: int | str, reply: Reply, reply_to: int | None = None) -> Message:
+        sent: Message = await self.app.bot.send_message(
+            chat_id,
+            reply.text,
+            reply_markup=_keyboard(reply.buttons),
+            reply_parameters=ReplyParameters(reply_to, allow_sending_without_reply=True) if reply_to else None,
+        )
+        return sent
+
+    async def _answer(self, update: Update, reply: Reply) -> Message | None:
+        message = update.effective_message
+        if message is None:
+            return None
+        return await self._send(message.chat_id, reply, message.message_id)
+
+    async def deliver(self, job: Job, reply: Reply) -> str:
+        target = job.reply_target
+        chat_id, reply_to = target["chat_id"], target.get("message_id")
+        try:
+            if not reply.images:
+                await self._send(chat_id, reply, reply_to)
+            else:
+                await self._send_images(chat_id, reply, reply_to)
+        except Forbidden as exc:
+            raise Undeliverable(f"telegram refused: {exc.message}") from None
+        except BadRequest as exc:
+            if "chat not found" in exc.message.lower():
+                raise Undeliverable(f"telegram refused: {exc.message}") from None
+            raise
+        status_id = target.get("status_id")
+        if status_id:
+            try:
+                await self.app.bot.delete_message(chat_id, status_id)
+            except TelegramError:
+                log.debug("status message already gone", extra={"job_id": job.id})
+        return "reply"
+
+    async def _send_images(self, chat_id: int | str, reply: Reply, reply_to: int | None) -> None:
+        reply_parameters = ReplyParameters(reply_to, allow_sending_without_reply=True) if reply_to else None
+        photos = [image for image in reply.images if _fits_as_photo(image)]
+        documents = [image for image in reply.images if not _fits_as_photo(image)]
+        keyboard = _keyboard(reply.buttons)
+        if len(photos) == 1 and not documents:
+            image = photos[0]
+            await self.app.bot.send_photo(
+                chat_id,
+                image.data,
+                caption=reply.text,
+                reply_markup=keyboard,
+                reply_parameters=reply_parameters,
+                has_spoiler=image.nsfw,
+            )
+            return
+        if len(photos) > 1:
+            media = [
+                InputMediaPhoto(image.data, caption=reply.text if index == 0 else None, has_spoiler=image.nsfw)
+                for index, image in enumerate(photos)
+            ]
+            await self.app.bot.send_media_group(chat_id, media, reply_parameters=reply_parameters)
+        for image in documents:
+            await self.app.bot.send_document(
+                chat_id, image.data, filename=image.filename, caption=reply.text, reply_parameters=reply_parameters
+            )
+        if keyboard is not None:  # albums and documents cannot carry buttons of their own
+            await self.app.bot.send_message(chat_id, messages.BUTTONS_BELOW, reply_markup=keyboard)
+
+    async def show_progress(self, reply_target: dict[str, Any], job_id: str, text: str) -> None:
+        status_id = reply_target.get("status_id")
+        if not status_id:
+            return
+        keyboard = _keyboard((Button("Cancel", Action.CANCEL, job_id),))
+        try:
+            await self.app.bot.edit_message_text(
+                text, chat_id=reply_target["chat_id"], message_id=status_id, reply_markup=keyboard
+            )
+        except BadRequest as exc:
+            if "not modified" not in exc.message.lower():
+                raise
+
+    # --- commands ---------------------------------------------------------------------------------
+
+    async def _start(self, update: Update, context: Context) -> None:
+        await self._answer(update, await self.service.start(_actor(update)))
+
+    async def _help(self, update: Update, context: Context) -> None:
+        await self._answer(update, self.service.help())
+
+    async def _imagine_command(self, update: Update, context: Context) -> None:
+        message = update.effective_message
+        assert message is not None
+        text = " ".join(context.args or [])
+        await self._imagine(update, message, text, [])
+
+    async def _photo(self, update: Update, context: Context) -> None:
+        message = update.effective_message
+        assert message is not None
+        if message.media_group_id:
+            await self._collect_album(update, message)
+            return
+        await self._photo_messages(update, [message])
+
+    async def _collect_album(self, update: Update, message: Message) -> None:
+        group = str(message.media_group_id)
+        first = group not in self._albums
+        self._albums.setdefault(group, []).append(message)
+        if not first:
+            return
+        await asyncio.sleep(ALBUM_WAIT_S)
+        await self._photo_messages(update, self._albums.pop(group))
+
+    async def _photo_messages(self, update: Update, photos: list[Message]) -> None:
+        caption = next((m.caption for m in photos if m.caption), "") or ""
+        head = caption.split(maxsplit=1)
+        command = head[0].split("@")[0].lower() if head else ""
+        if command == "/face":
+            await self._face_words(update, caption.split()[1:], photos)
+            return
+        if command == "/imagine":
+            caption = head[1] if len(head) > 1 else ""
+        elif command.startswith("/"):
+            return  # another command's caption: not a render request
+        if not caption.strip():
+            await self._answer(update, Reply(messages.PHOTO_NEEDS_CAPTION))
+            return
+        await self._imagine(update, photos[0], caption, photos)
+
+    async def _imagine(self, update: Update, message: Message, text: str, photos: list[Message]) -> None:
+        actor = _actor(update)
+        data = tuple([await self._download(m) for m in photos])
+        target = {"platform": "telegram", "chat_id": message.chat_id, "message_id": message.message_id}
+        given = ImagineInput(
+            event_id=f"tg:{message.chat_id}:{message.message_id}", text=text, photos=data, reply_target=target
+        )
+        submitted = await self.service.imagine(actor, given)
+        if submitted.duplicate:
+            return
+        status = await self._send(message.chat_id, submitted.reply, message.message_id)
+        await self.service.attach_status(submitted.job_id, {**target, "status_id": status.message_id})
+
+    async def _download(self, message: Message) -> bytes:
+        if message.photo:
+            media: Any = message.photo[-1]
+        elif message.document is not None:
+            media = message.document
+        else:
+            raise UserError(messages.PHOTO_NOT_IMAGE)
+        if media.file_size and media.file_size > MAX_BYTES:
+            raise UserError(messages.PHOTO_TOO_LARGE.format(mb=MAX_BYTES // (1024 * 1024)))
+        try:
+            file = await media.get_file()
+            return bytes(await file.download_as_bytearray())
+        except BadRequest as exc:
+            if "too big" in exc.message.lower():
+                raise UserError(messages.PHOTO_TOO_LARGE.format(mb=MAX_BYTES // (1024 * 1024))) from None
+            raise
+
+    async def _face(self, update: Update, context: Context) -> None:
+        message = update.effective_message
+        assert message is not None
+        replied = message.reply_to_message
+        photos = [replied] if replied is not None and (replied.photo or replied.document) else []
+        await self._face_words(update, list(context.args or []), photos)
+
+    async def _face_words(self, update: Update, words: list[str], photos: list[Message]) -> None:
+        actor = _actor(update)
+        sub = words[0].lower() if words else ""
+        name = words[1] if len(words) > 1 else ""
+        if sub == "save" and name:
+            data = tuple([await self._download(m) for m in photos])
+            reply = await self.service.face_save(actor, name, data)
+        elif sub == "list":
+            reply = await self.service.face_list(actor)
+        elif sub == "use" and name:
+            reply = await self.service.face_use(actor, name)
+        elif sub == "delete" and name:
+            reply = await self.service.face_delete(actor, name)
+        elif sub == "delete-all":
+            reply = await self.service.face_delete(actor, None)
+        else:
+            reply = Reply(messages.FACE_USAGE)
+        await self._answer(update, reply)
+
+    async def _history(self, update: Update, context: Context) -> None:
+        await self._answer(update, await self.service.history(_actor(update)))
+
+    async def _quota(self, update: Update, context: Context) -> None:
+        await self._answer(update, await self.service.quota(_actor(update)))
+
+    async def _cancel(self, update: Update, context: Context) -> None:
+        await self._answer(update, await self.service.cancel(_actor(update)))
+
+    async def _forget(self, update: Update, context: Context) -> None:
+        await self._answer(update, self.service.forget(_actor(update)))
+
+    async def _admin(self, update: Update, context: Context) -> None:
+        actor = _actor(update)
+        args = list(context.args or [])
+        admin = self.service.admin
+        sub = args[0].lower() if args else ""
+        match sub, args[1:]:
+            case "grant", [user, amount]:
+                text = await admin.grant(actor, user, amount)
+            case "limit", [user, jobs]:
+                text = await admin.limit(actor, user, jobs)
+            case "ban", [user, *reason]:
+                text = await admin.ban(actor, user, " ".join(reason))
+            case "unban", [user]:
+                text = await admin.ban(actor, user, banned=False)
+            case "stats", []:
+                text = await admin.stats(actor)
+            case "pause", reason:
+                text = await admin.pause(actor, " ".join(reason))
+            case "resume", []:
+                text = await admin.pause(actor, paused=False)
+            case _:
+                admin.require(actor)
+                text = messages.ADMIN_USAGE
+        await self._answer(update, Reply(text))
+
+    # --- buttons ----------------------------------------------------------------------------------
+
+    async def _button(self, update: Update, context: Context) -> None:
+        query = update.callback_query
+        assert query is not None
+        parsed = Button.parse(query.data or "")
+        message = query.message
+        if parsed is None or not isinstance(message, Message):
+            await query.answer(messages.BUTTON_EXPIRED)
+            return
+        action, argument = parsed
+        actor = _actor(update)
+        if action in (Action.REROLL, Action.VARY):
+            await query.answer()
+            target = {"platform": "telegram", "chat_id": message.chat_id, "message_id": message.message_id}
+            submitted = await self.service.rerun(actor, f"tg:cb:{query.id}", action, argument, target)
+            if not submitted.duplicate:
+                status = await self._send(message.chat_id, submitted.reply, message.message_id)
+                await self.service.attach_status(submitted.job_id, {**target, "status_id": status.message_id})
+        elif action is Action.CANCEL:
+            reply = await self.service.cancel(actor, argument)
+            await query.answer(reply.text)
+        elif action is Action.HISTORY:
+            await query.answer()
+            reply = await self.service.history(actor, int(argument or 0))
+            await message.edit_text(reply.text, reply_markup=_keyboard(reply.buttons))
+        elif action is Action.FORGET:
+            await query.answer()
+            reply = await self.service.forget_confirmed(actor, argument == "yes")
+            await message.edit_text(reply.text)
+
+    # --- errors -----------------------------------------------------------------------------------
+
+    async def _error(self, update: object, context: Context) -> None:
+        error = context.error
+        query = update.callback_query if isinstance(update, Update) else None
+        if isinstance(error, UserError):
+            text = error.message
+        else:
+            update_id = update.update_id if isinstance(update, Update) else None
+            log.error("update %s failed", update_id, exc_info=error)
+            text = messages.INTERNAL_ERROR
+        if not isinstance(update, Update):
+            return
+        try:
+            if query is not None:
+                await query.answer(text[:200], show_alert=True)
+            elif update.effective_message is not None:
+                await self._answer(update, Reply(text))
+        except TelegramError:
+            log.warning("could not tell the user about an error", exc_info=True)

@@ -25,10 +25,12 @@ def normalize_photo(data: bytes) -> bytes:
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             image = Image.open(io.BytesIO(data), formats=ACCEPTED)
-        except (UnidentifiedImageError, Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-            if isinstance(exc, UnidentifiedImageError):
-                raise UserError(messages.PHOTO_NOT_IMAGE) from None
+        except UnidentifiedImageError:
+            raise UserError(messages.PHOTO_NOT_IMAGE) from None
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError):
             raise UserError(messages.PHOTO_TOO_MANY_PIXELS) from None
+        except (OSError, SyntaxError, ValueError):  # a recognised format whose header is cut or corrupt
+            raise UserError(messages.PHOTO_DAMAGED) from None
         width, height = image.size
         if width * height > MAX_PIXELS:
             raise UserError(messages.PHOTO_TOO_MANY_PIXELS)

@@ -1,0 +1,139 @@
+"""The whole `likeness run` wiring against a fake Telegram Bot API and a fake fal.ai, for end-to-end tests."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from bot.runtime import Runtime, open_runtime
+from bot.service_runner import serve
+from bot.settings import Settings
+from storage import jobs, quota
+from storage.models import Job, User
+from tests.fakes import fal
+from tests.fakes.fal import FakeFal, FalScript
+from tests.fakes.telegram import BotMessage, FakeTelegram, TgChat, TgUser
+
+ADMIN_ID = 4242
+
+
+def face_photo(size: tuple[int, int] = (400, 480), color: str = "peachpuff") -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", size, color).save(out, format="JPEG")
+    return out.getvalue()
+
+
+@dataclass
+class Stack:
+    telegram: FakeTelegram
+    fal: FakeFal
+    settings: Settings
+    runtime: Runtime | None = None
+    _stop: asyncio.Event | None = None
+    _task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._stop = asyncio.Event()
+        ready = asyncio.Event()
+
+        async def run() -> None:
+            async with open_runtime(self.settings) as runtime:
+                self.runtime = runtime
+                ready.set()
+                await serve(runtime, self._stop)  # type: ignore[arg-type]
+
+        self._task = asyncio.create_task(run())
+        waiter = asyncio.ensure_future(ready.wait())
+        await asyncio.wait({waiter, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        if self._task.done():
+            self._task.result()
+        await self.telegram.wait_for(lambda: self.telegram.waiting_polls > 0, timeout=10)
+
+    async def stop(self) -> None:
+        assert self._stop is not None and self._task is not None
+        self._stop.set()
+        await asyncio.wait_for(self._task, 20)
+
+    async def restart(self) -> None:
+        await self.stop()
+        await self.start()
+
+    def person(self, name: str = "Ann", user_id: int | None = None) -> tuple[TgUser, TgChat]:
+        user = self.telegram.user(name)
+        if user_id is not None:
+            user = TgUser(user_id, name, None, None, "en")
+        return user, self.telegram.private_chat(user)
+
+    async def reply_to(self, chat: TgChat, predicate: Any = None, timeout: float = 15) -> BotMessage:  # noqa: ASYNC109
+        """The next message the bot sends in this chat that matches ``predicate``."""
+        seen = {m.message_id for m in self.telegram.messages(chat)}
+
+        def found() -> BotMessage | None:
+            for message in self.telegram.messages(chat):
+                if message.message_id not in seen and (predicate is None or predicate(message)):
+                    return message
+            return None
+
+        return await self.telegram.wait_for(found, timeout=timeout)
+
+    async def photo_result(self, chat: TgChat, timeout: float = 15) -> BotMessage:  # noqa: ASYNC109
+        return await self.telegram.wait_for(
+            lambda: next((m for m in reversed(self.telegram.messages(chat)) if m.photo is not None), None),
+            timeout=timeout,
+        )
+
+    async def user_row(self, user: TgUser) -> User | None:
+        assert self.runtime is not None
+        return await self.runtime.db.read(quota.find_user, platform="telegram", platform_user_id=str(user.id))
+
+    async def job(self, job_id: str) -> Job | None:
+        assert self.runtime is not None
+        return await self.runtime.db.read(jobs.get, job_id=job_id)
+
+    async def settled(self, job_id: str, delivery: str = "delivered", timeout: float = 15) -> Job:  # noqa: ASYNC109
+        """The job once its delivery reached ``delivery``."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            job = await self.job(job_id)
+            if job is not None and job.delivery_state == delivery:
+                return job
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"{job_id} never reached delivery state {delivery}: {job}")
+            await asyncio.sleep(0.05)
+
+
+def stack_settings(tmp_path: Path, telegram: FakeTelegram, fake_fal: FakeFal, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "data_dir": tmp_path / "data",
+        "route": ["fal-flux-pulid"],
+        "admins": [f"telegram:{ADMIN_ID}"],
+        "metrics": {"address": ""},
+        "telegram": {"token": telegram.token, "base_url": telegram.base_url, "base_file_url": telegram.base_file_url},
+        "fal": {"key": fal.KEY, "base_url": fake_fal.url},
+        "queue": {"lease_s": 2, "heartbeat_s": 0.5},
+        "dispatch": {"poll_s": 0.1},
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@asynccontextmanager
+async def telegram_stack(tmp_path: Path, **overrides: Any) -> AsyncIterator[Stack]:
+    async with AsyncExitStack() as exits:
+        telegram = await exits.enter_async_context(FakeTelegram())
+        fake_fal = await exits.enter_async_context(fal.start_fal())
+        fake_fal.script = FalScript(queue_ticks=0, run_ticks=0)
+        stack = Stack(telegram, fake_fal, stack_settings(tmp_path, telegram, fake_fal, **overrides))
+        await stack.start()
+        try:
+            yield stack
+        finally:
+            if stack._task is not None and not stack._task.done():
+                await stack.stop()

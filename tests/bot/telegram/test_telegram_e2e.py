@@ -184,3 +184,34 @@ async def test_user_who_blocked_the_bot_is_marked_undeliverable(tmp_path: Path) 
         assert job.state == JobState.SUCCEEDED
         row = await s.user_row(user)
         assert row is not None and row.credits == 9  # rendered, so charged, though it could not be shown
+
+
+async def test_a_duplicated_update_makes_no_second_job(tmp_path: Path) -> None:
+    async with telegram_stack(tmp_path) as s:
+        user, chat = s.person()
+        message = s.telegram.send_photo(user, chat, face_photo(), caption="only once")
+        s.telegram.inject_update("message", message)  # Telegram re-sends the same message
+        await s.photo_result(chat)
+        await s.settled(f"tg:{chat.id}:{message['message_id']}")
+        assert len(s.fal.requests("submit")) == 1
+        assert len([m for m in s.telegram.messages(chat) if (m.text or "").startswith("Queued")]) == 1
+        row = await s.user_row(user)
+        assert row is not None and row.credits == 9
+
+
+async def test_album_counts_as_one_identity_and_history_pages(tmp_path: Path) -> None:
+    async with telegram_stack(tmp_path, route=["fal-pulid"]) as s:
+        user, chat = s.person()
+        s.telegram.send_album(user, chat, [face_photo(color=c) for c in ("tan", "peru", "wheat")], caption="a duke")
+        await s.photo_result(chat)
+        references = s.fal.requests("submit")[0].json()["reference_images"]
+        assert len(references) == 3
+        s.telegram.send_text(user, chat, "/history")
+        page = await s.reply_to(chat)
+        assert "a duke" in (page.text or "") and "fal-pulid" in (page.text or "")
+        s.telegram.send_text(user, chat, "/forget")
+        confirm = await s.reply_to(chat)
+        s.telegram.press_button(user, confirm, confirm.buttons[0]["callback_data"])
+        await s.telegram.wait_for(lambda: "deleted" in (confirm.text or ""), timeout=10)
+        s.telegram.send_text(user, chat, "/history")
+        assert "haven't rendered anything" in ((await s.reply_to(chat)).text or "")

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 
+from bot.health import start_health_server
 from bot.runtime import Runtime, open_runtime
 from bot.settings import Settings
 
@@ -25,8 +26,15 @@ async def run_worker(settings: Settings) -> None:
     stop = asyncio.Event()
     _stop_on_signals(stop)
     async with open_runtime(settings) as runtime:
+        health = await start_health_server(
+            settings.metrics.address, db=runtime.db, metrics=runtime.metrics, ready=lambda: not stop.is_set()
+        )
         log.info("worker started; route %s", ",".join(runtime.router.route) or "(empty)")
-        await runtime.dispatcher.run(stop)
+        try:
+            await runtime.dispatcher.run(stop)
+        finally:
+            if health is not None:
+                await health.stop()
     log.info("worker stopped")
 
 

@@ -288,3 +288,73 @@ BUTTON_EXPIRED = "This button no longer works."
 BUTTONS_BELOW = "What next?"
 PHOTO_NEEDS_CAPTION = "Add a caption describing the scene, e.g. “an astronaut on the moon --ar 3:4”."
 FACE_USAGE = "Use: /face save <name> (with photos), /face list, /face use <name>, /face delete <name>, /face delete-all"
+
+
+# --- discord -----------------------------------------------------------------------------------------
+# Slash command and option descriptions, by dotted path (Discord allows 1–100 characters each).
+DISCORD_DESCRIPTIONS = {
+    "imagine": "Render a portrait that keeps a face's likeness",
+    "imagine.prompt": "The scene to render; options such as --ar 3:4 work here too",
+    "imagine.photo": "A face photo (without one, your default saved face is used)",
+    "imagine.face": "One of your saved faces",
+    "imagine.aspect": "Aspect ratio of the image",
+    "imagine.seed": "Seed, for repeatable results",
+    "imagine.steps": "Sampling steps",
+    "imagine.id_weight": "How strongly the likeness is kept",
+    "imagine.guidance": "How closely the prompt is followed",
+    "imagine.images": "How many images",
+    "imagine.negative": "What to keep out of the image",
+    "face": "Your saved faces",
+    "face.save": "Save a face from up to 4 photos of one person",
+    "face.save.name": "A short name: letters, digits, - and _",
+    "face.save.photo": "A clear photo of the face",
+    "face.save.photo2": "Another photo of the same face",
+    "face.save.photo3": "Another photo of the same face",
+    "face.save.photo4": "Another photo of the same face",
+    "face.list": "List your saved faces",
+    "face.use": "Make a saved face your default",
+    "face.use.name": "The face to use by default",
+    "face.delete": "Delete a saved face",
+    "face.delete.name": "The face to delete",
+    "face.delete-all": "Delete all your saved faces",
+    "history": "Your recent jobs",
+    "quota": "Your credits and today's limit",
+    "cancel": "Cancel your job in progress",
+    "forget": "Delete your faces, photos and history",
+    "help": "How to use the bot",
+    "admin": "Bot administration",
+    "admin.grant": "Give credits to a user (a negative number takes them away)",
+    "admin.grant.user": "A user: @mention, id, or platform:id",
+    "admin.grant.credits": "Credits to add",
+    "admin.limit": "Set a user's daily job limit",
+    "admin.limit.user": "A user (@mention, id, platform:id) or 'default'",
+    "admin.limit.jobs": "Jobs per day",
+    "admin.ban": "Ban a user from the bot",
+    "admin.ban.user": "A user: @mention, id, or platform:id",
+    "admin.ban.reason": "Why (kept in the audit log)",
+    "admin.unban": "Lift a ban",
+    "admin.unban.user": "A user: @mention, id, or platform:id",
+    "admin.stats": "Today's jobs, spend and queue",
+    "admin.pause": "Pause new jobs in this server",
+    "admin.pause.reason": "Shown to users who try",
+    "admin.resume": "Accept new jobs in this server again",
+    "admin.channels": "Channels the bot answers in",
+    "admin.channels.add": "Answer in a channel (then only in the listed ones)",
+    "admin.channels.add.channel": "The channel (default: this one)",
+    "admin.channels.remove": "Stop answering in a channel",
+    "admin.channels.remove.channel": "The channel (default: this one)",
+    "admin.channels.clear": "Answer in every channel again",
+    "admin.channels.list": "Show the channels the bot answers in",
+}
+DISCORD_WORKING = "Working on it…"
+DISCORD_ALL_CHANNELS = "I answer in every channel of this server."
+DISCORD_SERVER_ONLY = "That works only in a server."
+
+
+def discord_channels(mentions: list[str]) -> str:
+    return "I answer only in: " + ", ".join(mentions) + "."
+
+
+def discord_for_user(user_id: str, text: str) -> str:
+    """A result posted outside the interaction, addressed to the user who asked."""
+    return f"<@{user_id}> {text}"

@@ -1,0 +1,384 @@
+"""Discord: translates interactions into service calls and renders neutral replies. No logic of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import discord
+from discord import app_commands
+
+from bot import messages
+from bot.discord.client import LikenessClient
+from bot.discord.commands import ChannelChange, OptionRanges, add_commands
+from bot.discord.endpoints import configure_endpoints
+from bot.discord.views import ActionButton, view_for
+from bot.errors import UserError
+from bot.frontend import Undeliverable
+from bot.intake import MAX_BYTES
+from bot.service.actors import Actor
+from bot.service.core import ImagineInput, LikenessService
+from bot.service.replies import Action, Reply, ReplyImage
+from bot.settings import DiscordSettings
+from engine.request import size_for_aspect
+from storage import quota
+from storage.models import Job
+
+log = logging.getLogger(__name__)
+
+GUILD_READY_TIMEOUT_S = 2.0  # how long the client waits for more guilds after the last one arrived
+START_TIMEOUT_S = 60.0
+TOKEN_MARGIN_S = 60.0  # an interaction token this close to its 15 minutes is not used any more
+MAX_FILES = 10  # attachments per Discord message
+ORIGINAL = "@original"
+TOKEN_GONE = {10008, 10015, 10062, 50027}  # unknown message / webhook / interaction, invalid webhook token
+NSFW_CAPABLE = (discord.TextChannel, discord.VoiceChannel, discord.StageChannel, discord.ForumChannel, discord.Thread)
+AnyInteraction = discord.Interaction[Any]
+
+
+class DiscordStartError(Exception):
+    """The Discord client could not log in or connect to the gateway."""
+
+
+class DiscordFrontEnd:
+    platform = "discord"
+
+    def __init__(self, settings: DiscordSettings, service: LikenessService) -> None:
+        assert settings.token is not None
+        self.settings = settings
+        self.service = service
+        self.client = LikenessClient(self, dynamic_items=(ActionButton,), guild_ready_timeout=GUILD_READY_TIMEOUT_S)
+        ranges = OptionRanges.of(backend.capabilities for backend in service.router.backends.values())
+        add_commands(self.client.tree, ranges)
+        self.client.tree.error(self._tree_error)
+        self._gateway: asyncio.Task[None] | None = None
+
+    # --- life cycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        assert self.settings.token is not None
+        configure_endpoints(self.settings.api_base, self.settings.gateway_url)
+        try:
+            await self.client.login(self.settings.token.get_secret_value())
+        except Exception:
+            await self.client.close()
+            raise
+        self._gateway = asyncio.create_task(self.client.connect(), name="discord-gateway")
+        ready = asyncio.create_task(self.client.wait_until_ready())
+        done, _ = await asyncio.wait(
+            {self._gateway, ready}, timeout=START_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
+        )
+        if ready in done:
+            self._gateway.add_done_callback(_log_gateway_end)
+            return
+        ready.cancel()
+        failure = self._gateway.exception() if self._gateway in done else None
+        await self.stop()
+        raise DiscordStartError(f"Discord gateway not ready: {failure or 'timed out'}") from failure
+
+    async def stop(self) -> None:
+        await self.client.close()
+        if self._gateway is not None:
+            with contextlib.suppress(Exception):
+                await self._gateway
+            self._gateway = None
+
+    # --- events into service calls ----------------------------------------------------------------
+
+    @staticmethod
+    def actor(interaction: AnyInteraction) -> Actor:
+        user = interaction.user
+        roles = tuple(r.name for r in user.roles if not r.is_default()) if isinstance(user, discord.Member) else ()
+        return Actor(
+            "discord",
+            str(user.id),
+            user.display_name,
+            chat_id=str(interaction.channel_id) if interaction.channel_id else None,
+            guild_id=str(interaction.guild_id) if interaction.guild_id else None,
+            roles=roles,
+        )
+
+    @staticmethod
+    def reply_target(interaction: AnyInteraction, status: str) -> dict[str, Any]:
+        """Everything any process needs later to answer: the token while it lasts, then channel or DM."""
+        channel = interaction.channel
+        return {
+            "platform": "discord",
+            "application_id": str(interaction.application_id),
+            "token": interaction.token,
+            "token_expires": interaction.expires_at.timestamp(),
+            "channel_id": str(interaction.channel_id),
+            "guild_id": str(interaction.guild_id) if interaction.guild_id else None,
+            "user_id": str(interaction.user.id),
+            "status_message": status,
+            "nsfw": isinstance(channel, NSFW_CAPABLE) and channel.is_nsfw(),
+        }
+
+    @staticmethod
+    def check_photos(attachments: Sequence[discord.Attachment]) -> None:
+        """Refuse what is plainly not a usable photo before anything is downloaded or charged."""
+        for attachment in attachments:
+            if attachment.size > MAX_BYTES:
+                raise UserError(messages.PHOTO_TOO_LARGE.format(mb=MAX_BYTES // (1024 * 1024)))
+            content_type = (attachment.content_type or "").split(";")[0].strip().lower()
+            if content_type and not content_type.startswith("image/"):
+                raise UserError(messages.PHOTO_NOT_IMAGE)
+
+    async def answer(self, interaction: AnyInteraction, use_case: Callable[[Actor], Awaitable[Reply]]) -> None:
+        """Acknowledge at once (Discord allows 3 s), run the use case, show its reply privately."""
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        reply = await use_case(self.actor(interaction))
+        await self._edit_original(interaction, reply)
+
+    async def answer_admin(self, interaction: AnyInteraction, use_case: Callable[[Actor], Awaitable[str]]) -> None:
+        async def as_reply(actor: Actor) -> Reply:
+            return Reply(await use_case(actor), ephemeral=True)
+
+        await self.answer(interaction, as_reply)
+
+    @staticmethod
+    async def answer_now(interaction: AnyInteraction, reply: Reply) -> None:
+        """A reply that needs no I/O, sent as the interaction's response."""
+        view = view_for(reply.buttons)
+        if view is None:
+            await interaction.response.send_message(reply.text, ephemeral=True)
+        else:
+            await interaction.response.send_message(reply.text, view=view, ephemeral=True)
+
+    async def imagine(
+        self,
+        interaction: AnyInteraction,
+        prompt: str,
+        photo: discord.Attachment | None,
+        face: str | None,
+        aspect: str | None,
+        params: dict[str, Any],
+    ) -> None:
+        if photo is not None:
+            self.check_photos([photo])
+        if aspect:
+            size = size_for_aspect(aspect)
+            if size is None:
+                raise UserError(messages.BAD_ASPECT.format(value=aspect))
+            params = {**params, "width": size[0], "height": size[1]}
+        status = await self._acknowledge(interaction)
+        photos = (await photo.read(),) if photo is not None else ()
+        given = ImagineInput(
+            event_id=f"dc:{interaction.id}",
+            text=prompt,
+            photos=photos,
+            face=face,
+            params=params,
+            reply_target=self.reply_target(interaction, status),
+        )
+        submitted = await self.service.imagine(self.actor(interaction), given)
+        await self._show_status(interaction, submitted.reply)
+
+    async def _acknowledge(self, interaction: AnyInteraction) -> str:
+        """Answer with a private status message at once; returns its id for later progress edits.
+
+        A message rather than a deferral: a result follow-up sent while a deferral is still "thinking"
+        would replace that private message instead of being posted for everyone.
+        """
+        response = await interaction.response.send_message(messages.DISCORD_WORKING, ephemeral=True)
+        message_id = response.message_id if response is not None else None
+        return str(message_id) if message_id else ORIGINAL
+
+    async def _show_status(self, interaction: AnyInteraction, reply: Reply) -> None:
+        # Already finished and delivered when this comes: the status message is gone.
+        with contextlib.suppress(discord.NotFound):
+            await self._edit_original(interaction, reply)
+
+    async def face_choices(self, interaction: AnyInteraction, current: str) -> list[app_commands.Choice[str]]:
+        names = await self.service.face_names(self.actor(interaction))
+        typed = current.strip().lower()
+        return [app_commands.Choice(name=name, value=name) for name in names if name.startswith(typed)][:25]
+
+    async def change_channels(self, actor: Actor, change: ChannelChange, channel_id: str) -> str:
+        """Set the channels a guild's members may use the bot in (none listed: every channel)."""
+        self.service.admin.require(actor)
+        if actor.guild_id is None:
+            raise UserError(messages.DISCORD_SERVER_ONLY)
+        scope, now = actor.scope, self.service.clock()
+
+        def apply(session: Any) -> list[str]:
+            found = quota.get_scope(session=session, scope=scope)
+            channels = [str(c) for c in (found or {}).get("channels") or []]
+            if change == "list":
+                return channels
+            if change == "add":
+                channels = [*channels, channel_id] if channel_id not in channels else channels
+            elif change == "remove":
+                channels = [c for c in channels if c != channel_id]
+            else:
+                channels = []
+            quota.update_scope(session=session, scope=scope, now=now, channels=channels)
+            quota.audit(
+                session=session,
+                actor=actor.key,
+                action=f"channels-{change}",
+                target=scope,
+                now=now,
+                detail={"channels": channels},
+            )
+            return channels
+
+        channels = await self.service.db.write(apply)
+        if change != "list":
+            log.info("admin channels-%s by %s on %s", change, actor.key, scope)
+        return messages.discord_channels([f"<#{c}>" for c in channels]) if channels else messages.DISCORD_ALL_CHANNELS
+
+    async def on_button(self, interaction: AnyInteraction, action: Action, argument: str) -> None:
+        try:
+            await self._button(interaction, action, argument)
+        except Exception as error:
+            await self.report_error(interaction, error)
+
+    async def _button(self, interaction: AnyInteraction, action: Action, argument: str) -> None:
+        actor = self.actor(interaction)
+        if action in (Action.REROLL, Action.VARY):
+            status = await self._acknowledge(interaction)
+            target = self.reply_target(interaction, status)
+            submitted = await self.service.rerun(actor, f"dc:{interaction.id}", action, argument, target)
+            await self._show_status(interaction, submitted.reply)
+            return
+        # The rest change the message that holds the button.
+        await interaction.response.defer()
+        if action is Action.CANCEL:
+            reply = await self.service.cancel(actor, argument)
+            await interaction.edit_original_response(content=reply.text, view=None)
+        elif action is Action.HISTORY:
+            reply = await self.service.history(actor, int(argument) if argument.isdigit() else 0)
+            await self._edit_original(interaction, reply)
+        elif action is Action.FORGET:
+            reply = await self.service.forget_confirmed(actor, argument == "yes")
+            await interaction.edit_original_response(content=reply.text, view=None)
+
+    @staticmethod
+    async def _edit_original(interaction: AnyInteraction, reply: Reply) -> None:
+        await interaction.edit_original_response(content=reply.text, view=view_for(reply.buttons))
+
+    # --- errors -----------------------------------------------------------------------------------
+
+    async def _tree_error(self, interaction: AnyInteraction, error: app_commands.AppCommandError) -> None:
+        await self.report_error(interaction, error)
+
+    async def report_error(self, interaction: AnyInteraction, error: BaseException) -> None:
+        """The one error handler: a UserError's message, or a generic apology; always private."""
+        cause = error.original if isinstance(error, app_commands.CommandInvokeError) else error
+        if isinstance(cause, UserError):
+            text = cause.message
+        else:
+            log.error("interaction %s failed", interaction.id, exc_info=cause)
+            text = messages.INTERNAL_ERROR
+        response = interaction.response
+        try:
+            if not response.is_done():
+                await response.send_message(text, ephemeral=True)
+            elif response.type in (
+                discord.InteractionResponseType.deferred_message_update,
+                discord.InteractionResponseType.message_update,
+            ):
+                await interaction.followup.send(text, ephemeral=True)
+            else:
+                await interaction.edit_original_response(content=text, view=None)
+        except discord.HTTPException:
+            log.warning("could not tell the user about an error (interaction %s)", interaction.id, exc_info=True)
+
+    # --- results and progress ---------------------------------------------------------------------
+
+    async def deliver(self, job: Job, reply: Reply) -> str:
+        target = job.reply_target
+        if _token_usable(target):
+            try:
+                await self._send(self._webhook(target), reply, spoiler_nsfw=not target.get("nsfw"))
+            except discord.HTTPException as exc:
+                if exc.code not in TOKEN_GONE and exc.status != 401:
+                    raise
+                log.info("interaction token no longer valid (%s); posting in the channel", exc.code, extra=_job(job))
+            else:
+                await self._delete_status(target, job.id)
+                return "interaction"
+        channel = self.client.get_partial_messageable(int(target["channel_id"]))
+        try:
+            await self._send(channel, reply, spoiler_nsfw=not target.get("nsfw"), mention=target["user_id"])
+            return "channel"
+        except (discord.Forbidden, discord.NotFound) as exc:
+            log.info("cannot post in channel (%s); sending a DM", exc.code, extra=_job(job))
+        try:
+            dm = await self.client.create_dm(discord.Object(int(target["user_id"])))
+            await self._send(dm, reply, spoiler_nsfw=True)
+        except (discord.Forbidden, discord.NotFound) as exc:
+            raise Undeliverable(f"discord refused a DM to the user ({exc.code})") from None
+        return "dm"
+
+    def _webhook(self, target: dict[str, Any]) -> discord.Webhook:
+        return discord.Webhook.partial(int(target["application_id"]), str(target["token"]), client=self.client)
+
+    @staticmethod
+    async def _send(
+        destination: discord.Webhook | discord.abc.Messageable,
+        reply: Reply,
+        *,
+        spoiler_nsfw: bool,
+        mention: str | None = None,
+    ) -> None:
+        """Post the reply, ten files per message, buttons on the last one."""
+        text = messages.discord_for_user(mention, reply.text) if mention else reply.text
+        mentions = discord.AllowedMentions(
+            everyone=False, roles=False, users=[discord.Object(int(mention))] if mention else False
+        )
+        chunks = [reply.images[i : i + MAX_FILES] for i in range(0, len(reply.images), MAX_FILES)] or [()]
+        view = view_for(reply.buttons)
+        for index, chunk in enumerate(chunks):
+            kwargs: dict[str, Any] = {"allowed_mentions": mentions}
+            if chunk:
+                kwargs["files"] = [_file(image, spoiler=spoiler_nsfw and image.nsfw) for image in chunk]
+            if index == len(chunks) - 1 and view is not None:
+                kwargs["view"] = view
+            content = text[:2000] if index == 0 else ""
+            if isinstance(destination, discord.Webhook):
+                await destination.send(content, wait=True, **kwargs)
+            else:
+                await destination.send(content or None, **kwargs)
+
+    async def _delete_status(self, target: dict[str, Any], job_id: str) -> None:
+        status = str(target.get("status_message") or "")
+        if not status.isdigit():
+            return
+        try:
+            await self._webhook(target).delete_message(int(status))
+        except discord.HTTPException:
+            log.debug("status message already gone", extra={"job_id": job_id})
+
+    async def show_progress(self, reply_target: dict[str, Any], job_id: str, text: str) -> None:
+        status = str(reply_target.get("status_message") or "")
+        if not status.isdigit() or not _token_usable(reply_target):
+            return  # the status message can only be edited through the interaction token
+        try:
+            await self._webhook(reply_target).edit_message(int(status), content=text)
+        except discord.NotFound:
+            log.debug("status message gone", extra={"job_id": job_id})
+
+
+def _token_usable(target: dict[str, Any]) -> bool:
+    return bool(target.get("token")) and time.time() < float(target.get("token_expires") or 0) - TOKEN_MARGIN_S
+
+
+def _file(image: ReplyImage, *, spoiler: bool) -> discord.File:
+    # spoiler=True names the file SPOILER_…, which Discord blurs until clicked.
+    return discord.File(io.BytesIO(image.data), filename=image.filename, spoiler=spoiler)
+
+
+def _job(job: Job) -> dict[str, Any]:
+    return {"job_id": job.id}
+
+
+def _log_gateway_end(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("Discord gateway connection ended", exc_info=task.exception())

@@ -1,0 +1,53 @@
+"""`likeness discord sync`: register the slash commands with Discord over REST, without a gateway."""
+
+from __future__ import annotations
+
+import logging
+
+import discord
+from discord import app_commands
+
+from bot.discord.commands import OptionRanges, add_commands
+from bot.discord.endpoints import configure_endpoints
+from bot.settings import DiscordSettings
+from engine.capabilities import Capabilities
+from engine.local.backend import CAPABILITIES as LOCAL_CAPABILITIES
+from engine.providers.fal import FalFluxPulidBackend, FalPulidBackend
+from engine.providers.replicate import ReplicateFluxPulidBackend
+from engine.providers.segmind import SegmindFluxPulidBackend
+from engine.providers.wavespeed import WaveSpeedFluxPulidBackend
+
+log = logging.getLogger(__name__)
+
+
+def known_capabilities() -> list[Capabilities]:
+    """Every backend's documented parameters, whether or not this host configures it."""
+    providers = (
+        FalFluxPulidBackend,
+        FalPulidBackend,
+        ReplicateFluxPulidBackend,
+        WaveSpeedFluxPulidBackend,
+        SegmindFluxPulidBackend,
+    )
+    return [provider.capabilities for provider in providers] + [LOCAL_CAPABILITIES]
+
+
+async def sync_commands(settings: DiscordSettings, guild_id: int | None) -> int:
+    """Overwrite the application's global commands (or one guild's, which update at once); returns how
+    many commands Discord now has there."""
+    if settings.token is None:
+        raise ValueError("LIKENESS_DISCORD__TOKEN is not set")
+    configure_endpoints(settings.api_base, settings.gateway_url)
+    client = discord.Client(intents=discord.Intents.none())
+    tree: app_commands.CommandTree[discord.Client] = app_commands.CommandTree(client)
+    add_commands(tree, OptionRanges.of(known_capabilities()))
+    guild = discord.Object(guild_id) if guild_id is not None else None
+    try:
+        await client.login(settings.token.get_secret_value())
+        if guild is not None:
+            tree.copy_global_to(guild=guild)
+        synced = await tree.sync(guild=guild)
+    finally:
+        await client.close()
+    log.info("synced %d commands %s", len(synced), f"to guild {guild_id}" if guild is not None else "globally")
+    return len(synced)

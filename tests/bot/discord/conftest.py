@@ -42,6 +42,15 @@ def ledger_of(*, session: Connection, job_id: str) -> list[tuple[str, int]]:
     return sorted((str(kind), int(amount)) for kind, amount in rows)
 
 
+def audit_of(*, session: Connection, target: str) -> list[tuple[str, str]]:
+    rows = session.execute(
+        select(t.audit_log.c.actor, t.audit_log.c.action)
+        .where(t.audit_log.c.target == target)
+        .order_by(t.audit_log.c.id)
+    )
+    return [(str(actor), str(action)) for actor, action in rows]
+
+
 @dataclass
 class Stack:
     """The fakes, the settings `likeness run` would read, and the running service when one is up."""

@@ -10,4 +10,8 @@ with warnings.catch_warnings():
         message=re.escape("'audioop' is deprecated and slated for removal in Python 3.13"),
         category=DeprecationWarning,
     )
-    import discord  # noqa: F401
+    import discord
+
+# The bot uses no voice: discord.py's warnings about missing voice libraries would only be noise.
+discord.VoiceClient.warn_nacl = False
+discord.VoiceClient.warn_dave = False

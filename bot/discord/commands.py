@@ -201,6 +201,7 @@ def add_commands(tree: app_commands.CommandTree[Any], ranges: OptionRanges) -> N
         description=describe["admin"],
         default_permissions=discord.Permissions(administrator=True),
         guild_only=True,
+        allowed_contexts=app_commands.AppCommandContext(guild=True),
     )
 
     @admin.command(name="grant", description=describe["admin.grant"])

@@ -16,7 +16,7 @@ from discord import app_commands
 from bot import messages
 from bot.discord.client import LikenessClient
 from bot.discord.commands import ChannelChange, OptionRanges, add_commands
-from bot.discord.endpoints import configure_endpoints
+from bot.discord.endpoints import configured_endpoints
 from bot.discord.views import ActionButton, view_for
 from bot.errors import UserError
 from bot.frontend import Undeliverable
@@ -57,17 +57,21 @@ class DiscordFrontEnd:
         add_commands(self.client.tree, ranges)
         self.client.tree.error(self._tree_error)
         self._gateway: asyncio.Task[None] | None = None
+        self._endpoints = contextlib.ExitStack()
 
     # --- life cycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
         assert self.settings.token is not None
-        configure_endpoints(self.settings.api_base, self.settings.gateway_url)
+        self._endpoints.enter_context(configured_endpoints(self.settings.api_base, self.settings.gateway_url))
         try:
             await self.client.login(self.settings.token.get_secret_value())
-        except Exception:
-            await self.client.close()
-            raise
+        except discord.LoginFailure:
+            await self.stop()
+            raise DiscordStartError("Discord rejected the bot token (LIKENESS_DISCORD__TOKEN)") from None
+        except (discord.HTTPException, OSError) as exc:
+            await self.stop()
+            raise DiscordStartError(f"cannot reach the Discord API at {self.settings.api_base}: {exc}") from None
         self._gateway = asyncio.create_task(self.client.connect(), name="discord-gateway")
         ready = asyncio.create_task(self.client.wait_until_ready())
         done, _ = await asyncio.wait(
@@ -87,6 +91,7 @@ class DiscordFrontEnd:
             with contextlib.suppress(Exception):
                 await self._gateway
             self._gateway = None
+        self._endpoints.close()
 
     # --- events into service calls ----------------------------------------------------------------
 

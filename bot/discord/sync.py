@@ -8,7 +8,7 @@ import discord
 from discord import app_commands
 
 from bot.discord.commands import OptionRanges, add_commands
-from bot.discord.endpoints import configure_endpoints
+from bot.discord.endpoints import configured_endpoints
 from bot.settings import DiscordSettings
 from engine.capabilities import Capabilities
 from engine.local.backend import CAPABILITIES as LOCAL_CAPABILITIES
@@ -37,17 +37,17 @@ async def sync_commands(settings: DiscordSettings, guild_id: int | None) -> int:
     many commands Discord now has there."""
     if settings.token is None:
         raise ValueError("LIKENESS_DISCORD__TOKEN is not set")
-    configure_endpoints(settings.api_base, settings.gateway_url)
-    client = discord.Client(intents=discord.Intents.none())
+    client = discord.Client(intents=discord.Intents(guilds=True))
     tree: app_commands.CommandTree[discord.Client] = app_commands.CommandTree(client)
     add_commands(tree, OptionRanges.of(known_capabilities()))
     guild = discord.Object(guild_id) if guild_id is not None else None
-    try:
-        await client.login(settings.token.get_secret_value())
-        if guild is not None:
-            tree.copy_global_to(guild=guild)
-        synced = await tree.sync(guild=guild)
-    finally:
-        await client.close()
+    with configured_endpoints(settings.api_base, settings.gateway_url):
+        try:
+            await client.login(settings.token.get_secret_value())
+            if guild is not None:
+                tree.copy_global_to(guild=guild)
+            synced = await tree.sync(guild=guild)
+        finally:
+            await client.close()
     log.info("synced %d commands %s", len(synced), f"to guild {guild_id}" if guild is not None else "globally")
     return len(synced)

@@ -74,14 +74,15 @@ class Stack:
             task = asyncio.create_task(serve(runtime, stop))
 
             def connected() -> bool:
-                if task.done():
-                    return True
                 fresh = self.discord.connections[connections:]
                 return any(c.kind == "identify" and not c.closed for c in fresh)
 
-            await self.discord.wait_for(connected)
+            waiter = asyncio.ensure_future(self.discord.wait_for(connected, timeout=10))
+            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
             if task.done():
-                task.result()  # the front end failed to start: raise its error here
+                waiter.cancel()
+                task.result()  # the service stopped while starting: raise its error here
+            await waiter
             self.runtime = runtime
             try:
                 yield runtime
@@ -134,16 +135,16 @@ async def fake_fal() -> AsyncIterator[FakeFal]:
         yield server
 
 
-def stack_settings(discord: FakeDiscord, fal: FakeFal, data_dir: Path, **overrides: Any) -> Settings:
+def stack_settings(discord_server: FakeDiscord, fal_server: FakeFal, data_dir: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "data_dir": data_dir,
         "discord": {
-            "token": discord.token,
-            "api_base": discord.api_base,
-            "gateway_url": discord.gateway_url,
+            "token": discord_server.token,
+            "api_base": discord_server.api_base,
+            "gateway_url": discord_server.gateway_url,
             "admin_role": "Admin",
         },
-        "fal": {"key": FAL_KEY, "base_url": fal.url},
+        "fal": {"key": FAL_KEY, "base_url": fal_server.url},
         "route": ["fal-flux-pulid"],
         "metrics": {"address": ""},
         "admins": [],

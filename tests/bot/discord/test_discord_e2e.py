@@ -3,13 +3,24 @@ wired exactly as `likeness run` wires it."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 import bot.discord.frontend
 from bot import messages
+from bot.discord.frontend import DiscordStartError
+from bot.discord.sync import sync_commands
 from bot.intake import MAX_BYTES
+from bot.service.actors import Actor
+from bot.service.core import LikenessService
+from bot.service.replies import Reply
+from bot.settings import Settings
+from engine.request import size_for_aspect
 from storage import jobs, quota
 from tests.fakes.discord import CHANNEL_MESSAGE, EPHEMERAL, InteractionRecord, SentMessage, Upload
+from tests.fakes.fal import FalOutcome, FalScript
+from tests.fakes.telegram import FakeTelegram
 
 from .conftest import CHANNEL_MESSAGES, FOLLOWUP, Stack, audit_of, face_png
 
@@ -201,3 +212,172 @@ async def test_a_bad_attachment_gets_a_private_reply_and_costs_nothing(
         assert not stack.fal.jobs
         user = await stack.db.read(quota.find_user, platform="discord", platform_user_id=str(fake.alice.id))
         assert user is None or (user.credits, user.reserved) == (stack.settings.credits.new_user, 0)
+
+
+async def test_results_flagged_nsfw_are_spoilered_outside_nsfw_channels(stack: Stack) -> None:
+    fake = stack.discord
+    stack.fal.script = FalScript(queue_ticks=0, run_ticks=0, outcome=FalOutcome.NSFW)
+    async with stack.serving():
+        public = await imagine(stack)
+        after_dark = await fake.slash(
+            fake.alice,
+            fake.nsfw,
+            "imagine",
+            {"prompt": "an astronaut"},
+            attachments={"photo": Upload("me.png", face_png(), "image/png")},
+        )
+        spoilered, plain = await result_of(stack, public), await result_of(stack, after_dark)
+        assert [a.filename for a in spoilered.attachments] == ["SPOILER_likeness-1.jpg"]
+        assert [a.filename for a in plain.attachments] == ["likeness-1.jpg"]
+
+
+async def test_cancel_button_on_the_status_message_cancels_and_refunds(
+    stack: Stack, make_settings: Callable[..., Settings]
+) -> None:
+    fake = stack.discord
+    stack.fal.script = FalScript(outcome=FalOutcome.STUCK)
+    # A running job sees a cancel request at its next heartbeat.
+    async with stack.serving(make_settings(queue={"heartbeat_s": 0.1, "lease_s": 5})):
+        ix = await imagine(stack)
+        job_id = f"dc:{ix.id}"
+        status = await fake.wait_for(
+            lambda: ix.original if ix.original and f"cx:{job_id}" in ix.original.custom_ids else None
+        )
+        # The provider's queue position shows up on the status message while the job waits there.
+        await fake.wait_for(lambda: any("Waiting at fal-flux-pulid" in str(e.get("content")) for e in status.edits))
+        click = await fake.click(fake.alice, status, f"cx:{job_id}")
+        await fake.wait_for(lambda: click.callback)
+        job = await stack.delivered(job_id)
+
+        assert job.state == "cancelled"
+        assert status.edits[-1]["content"] in (
+            messages.cancel_outcome("cancelled"),
+            messages.cancel_outcome("requested"),
+        )
+        [notice] = ix.followups
+        assert notice.content == messages.CANCELLED_REFUNDED
+        user = await stack.user(fake.alice)
+        assert (user.credits, user.reserved) == (stack.settings.credits.new_user, 0)
+
+
+async def test_saved_faces_autocomplete_and_render_without_a_photo(stack: Stack) -> None:
+    fake = stack.discord
+    async with stack.serving():
+        saved = await fake.slash(
+            fake.alice,
+            fake.general,
+            "face save",
+            {"name": "Me"},
+            attachments={
+                "photo": Upload("a.png", face_png(), "image/png"),
+                "photo2": Upload("b.png", face_png(300), "image/png"),
+            },
+        )
+        await fake.wait_for(
+            lambda: saved.original is not None and saved.original.content == messages.face_saved("me", 2)
+        )
+
+        typed = await fake.autocomplete(
+            fake.alice, fake.general, "imagine", {"prompt": "x", "face": "m"}, focused="face"
+        )
+        choices = await fake.wait_for(lambda: typed.choices)
+        assert choices == [{"name": "me", "value": "me"}]
+
+        listed = await fake.slash(fake.alice, fake.general, "face list")
+        await fake.wait_for(
+            lambda: listed.original is not None and "me (2 photos) — default" in listed.original.content
+        )
+
+        ix = await fake.slash(fake.alice, fake.general, "imagine", {"prompt": "a pirate", "aspect": "3:4", "seed": 7})
+        result = await result_of(stack, ix)
+        job = await stack.delivered(f"dc:{ix.id}")
+        assert result.attachments and job.params["seed"] == 7
+        assert (job.params["width"], job.params["height"]) == size_for_aspect("3:4")
+
+
+async def test_forget_asks_first_and_history_is_private(stack: Stack) -> None:
+    fake = stack.discord
+    async with stack.serving():
+        ix = await imagine(stack)
+        await stack.delivered(f"dc:{ix.id}")
+
+        history = await fake.slash(fake.alice, fake.general, "history")
+        await fake.wait_for(
+            lambda: history.original is not None and "an astronaut on the moon" in history.original.content
+        )
+        assert history.ephemeral
+
+        forget = await fake.slash(fake.alice, fake.general, "forget")
+        await fake.wait_for_callback(forget)
+        assert forget.ephemeral and forget.original is not None
+        assert forget.original.custom_ids == ["fg:yes", "fg:no"]
+        click = await fake.click(fake.alice, forget.original, "fg:yes")
+        await fake.wait_for(lambda: forget.original is not None and forget.original.content == messages.FORGOTTEN)
+        assert forget.original.components == [] and click.callback_type == 6
+        assert await stack.db.read(jobs.get, job_id=f"dc:{ix.id}") is None
+
+
+async def test_an_unexpected_error_is_logged_and_the_user_gets_a_short_private_apology(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake = stack.discord
+
+    async def broken(self: LikenessService, actor: Actor) -> Reply:
+        raise RuntimeError("database on fire")
+
+    monkeypatch.setattr(LikenessService, "quota", broken)
+    async with stack.serving():
+        ix = await fake.slash(fake.alice, fake.general, "quota")
+        await fake.wait_for(lambda: ix.original is not None and ix.original.content == messages.INTERNAL_ERROR)
+        assert ix.ephemeral
+        assert any(str(ix.id) in r.getMessage() and r.exc_info for r in caplog.records if r.levelname == "ERROR")
+
+
+async def test_sync_registers_the_commands_globally_or_for_one_guild(stack: Stack) -> None:
+    fake = stack.discord
+    assert await sync_commands(stack.settings.discord, None) == 8
+    names = {c["name"]: c for c in fake.global_commands}
+    assert set(names) == {"imagine", "face", "history", "quota", "cancel", "forget", "help", "admin"}
+    assert int(names["admin"]["default_member_permissions"]) == 8  # administrators only
+    assert names["admin"]["contexts"] == [0]  # guilds only
+    steps = next(o for o in names["imagine"]["options"] if o["name"] == "steps")
+    assert (steps["min_value"], steps["max_value"]) == (1, 100)  # the union of every backend's range
+
+    assert await sync_commands(stack.settings.discord, fake.guild.id) == 8
+    assert len(fake.guild_commands[fake.guild.id]) == 8
+    assert fake.connections == []  # REST only
+
+
+async def test_telegram_and_discord_run_in_one_process_and_both_deliver(
+    stack: Stack, make_settings: Callable[..., Settings]
+) -> None:
+    fake = stack.discord
+    async with FakeTelegram() as telegram:
+        settings = make_settings(
+            telegram={"token": telegram.token, "base_url": telegram.base_url, "base_file_url": telegram.base_file_url}
+        )
+        async with stack.serving(settings):
+            ann = telegram.user("Ann")
+            chat = telegram.private_chat(ann)
+            telegram.send_photo(ann, chat, face_png(), caption="an astronaut on the moon")
+            ix = await imagine(stack)
+
+            photo = await telegram.wait_for(
+                lambda: next((m for m in telegram.messages(chat) if m.method == "sendPhoto"), None), timeout=10
+            )
+            result = await result_of(stack, ix)
+            assert photo.photo and result.attachments
+            tg_jobs = [m for m in telegram.messages(chat) if m.method == "sendPhoto"]
+            assert len(tg_jobs) == 1
+        assert fake.server_errors == []
+
+
+async def test_a_rejected_token_stops_the_start_with_one_clear_error(
+    stack: Stack, make_settings: Callable[..., Settings]
+) -> None:
+    fake = stack.discord
+    settings = make_settings(discord={"token": "wrong", "api_base": fake.api_base, "gateway_url": fake.gateway_url})
+    with pytest.raises(DiscordStartError, match="LIKENESS_DISCORD__TOKEN"):
+        async with stack.serving(settings):
+            pass
+    assert fake.connections == []

@@ -281,6 +281,8 @@ class DiscordFrontEnd:
         else:
             log.error("interaction %s failed", interaction.id, exc_info=cause)
             text = messages.INTERNAL_ERROR
+        if interaction.type is discord.InteractionType.autocomplete:
+            return  # suggestions cannot carry a message; the user just sees none
         response = interaction.response
         try:
             if not response.is_done():

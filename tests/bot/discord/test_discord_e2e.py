@@ -112,6 +112,20 @@ async def test_admin_commands_are_checked_by_the_service_whatever_discord_lets_t
         user = await stack.user(fake.alice)
         assert user.credits == stack.settings.credits.new_user + 50
 
+        # A pause covers this server only, and says why.
+        paused = await fake.slash(fake.admin, fake.general, "admin pause", {"reason": "maintenance"})
+        await fake.wait_for(
+            lambda: paused.original is not None and paused.original.content == messages.paused("maintenance")
+        )
+        ix = await imagine(stack)
+        await fake.wait_for(
+            lambda: ix.original is not None and ix.original.content == messages.paused_for_users("maintenance")
+        )
+        resumed = await fake.slash(fake.admin, fake.general, "admin resume")
+        await fake.wait_for(lambda: resumed.original is not None and resumed.original.content == messages.RESUMED)
+        again = await imagine(stack)
+        assert (await stack.delivered(f"dc:{again.id}")).delivery_path == "interaction"
+
 
 async def test_admin_channels_limit_where_the_bot_answers(stack: Stack) -> None:
     fake = stack.discord
@@ -381,3 +395,41 @@ async def test_a_rejected_token_stops_the_start_with_one_clear_error(
         async with stack.serving(settings):
             pass
     assert fake.connections == []
+
+
+async def test_history_pages_with_buttons(stack: Stack) -> None:
+    fake = stack.discord
+    async with stack.serving():
+        for n in range(6):
+            ix = await imagine(stack, f"portrait number {n}")
+            await stack.delivered(f"dc:{ix.id}")
+        history = await fake.slash(fake.alice, fake.general, "history")
+        page = await fake.wait_for(
+            lambda: history.original if history.original and history.original.custom_ids else None
+        )
+        assert "page 1 of 2" in page.content and page.custom_ids == ["hi:1"]
+
+        await fake.click(fake.alice, page, "hi:1")
+        await fake.wait_for(lambda: "page 2 of 2" in page.content)
+        assert "portrait number 0" in page.content and page.custom_ids == ["hi:0"]
+
+
+async def test_the_small_commands_answer_privately(stack: Stack) -> None:
+    fake = stack.discord
+    async with stack.serving():
+        expected = {
+            "help": messages.HELP,
+            "cancel": messages.NOTHING_TO_CANCEL,
+            "face delete-all": messages.faces_deleted(0),
+        }
+        for name, text in expected.items():
+            ix = await fake.slash(fake.alice, fake.general, name)
+            await fake.wait_for(lambda ix=ix, text=text: ix.original is not None and ix.original.content == text)
+            assert ix.ephemeral
+
+        quota_ix = await fake.slash(fake.alice, fake.general, "quota")
+        await fake.wait_for(lambda: quota_ix.original is not None and "Credits: 10" in quota_ix.original.content)
+        use = await fake.slash(fake.alice, fake.general, "face use", {"name": "nobody"})
+        await fake.wait_for(
+            lambda: use.original is not None and use.original.content == messages.NO_SUCH_FACE.format(name="nobody")
+        )

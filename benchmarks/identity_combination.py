@@ -17,9 +17,7 @@ from engine.local.id_encoder import PhotoFeatures, combine
 from engine.local.idformer import IDFormer
 
 
-def photo(
-    base_id: torch.Tensor, base_hidden: list[torch.Tensor], noise: float, g: torch.Generator
-) -> PhotoFeatures:
+def photo(base_id: torch.Tensor, base_hidden: list[torch.Tensor], noise: float, g: torch.Generator) -> PhotoFeatures:
     def jitter(t: torch.Tensor) -> torch.Tensor:
         return t + noise * t.std() * torch.randn(t.shape, generator=g)
 
@@ -46,9 +44,7 @@ def main() -> None:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     idformer = IDFormer().eval()
     g = torch.Generator().manual_seed(1)
-    print(
-        f"noise {args.noise}, {args.trials} identities; cosine of (embedding - uncond) to the noise-free one"
-    )
+    print(f"noise {args.noise}, {args.trials} identities; cosine of (embedding - uncond) to the noise-free one")
     print(f"{'case':<28} {'mean':>7} {'tokens':>7} {'s mean':>7} {'s tokens':>8}")
     for n, outlier in ((1, False), (2, False), (4, False), (4, True)):
         scores: dict[str, list[float]] = {"mean": [], "tokens": []}

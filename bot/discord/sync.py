@@ -9,6 +9,7 @@ from discord import app_commands
 
 from bot.discord.commands import OptionRanges, add_commands
 from bot.discord.endpoints import configured_endpoints
+from bot.discord.frontend import DiscordStartError
 from bot.settings import DiscordSettings
 from engine.capabilities import Capabilities
 from engine.local.backend import CAPABILITIES as LOCAL_CAPABILITIES
@@ -34,7 +35,8 @@ def known_capabilities() -> list[Capabilities]:
 
 async def sync_commands(settings: DiscordSettings, guild_id: int | None) -> int:
     """Overwrite the application's global commands (or one guild's, which update at once); returns how
-    many commands Discord now has there."""
+    many commands Discord now has there. Raises ValueError without a token, DiscordStartError when
+    Discord rejects it, discord.HTTPException for anything else Discord refuses."""
     if settings.token is None:
         raise ValueError("LIKENESS_DISCORD__TOKEN is not set")
     client = discord.Client(intents=discord.Intents(guilds=True))
@@ -43,7 +45,10 @@ async def sync_commands(settings: DiscordSettings, guild_id: int | None) -> int:
     guild = discord.Object(guild_id) if guild_id is not None else None
     with configured_endpoints(settings.api_base, settings.gateway_url):
         try:
-            await client.login(settings.token.get_secret_value())
+            try:
+                await client.login(settings.token.get_secret_value())
+            except discord.LoginFailure:
+                raise DiscordStartError("Discord rejected the bot token (LIKENESS_DISCORD__TOKEN)") from None
             if guild is not None:
                 tree.copy_global_to(guild=guild)
             synced = await tree.sync(guild=guild)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from pydantic import SecretStr
 
 import bot.discord.frontend
 from bot import messages
@@ -360,6 +361,9 @@ async def test_sync_registers_the_commands_globally_or_for_one_guild(stack: Stac
     assert await sync_commands(stack.settings.discord, fake.guild.id) == 8
     assert len(fake.guild_commands[fake.guild.id]) == 8
     assert fake.connections == []  # REST only
+
+    with pytest.raises(DiscordStartError, match="LIKENESS_DISCORD__TOKEN"):
+        await sync_commands(stack.settings.discord.model_copy(update={"token": SecretStr("wrong")}), None)
 
 
 async def test_telegram_and_discord_run_in_one_process_and_both_deliver(

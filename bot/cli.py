@@ -52,6 +52,12 @@ def _parser() -> argparse.ArgumentParser:
     models.add_parser("download", help="fetch and verify every weight file (FLUX.1-dev needs HF_TOKEN)")
     models.add_parser("check", help="list missing or corrupt weight files")
 
+    discord = commands.add_parser("discord", help="Discord set-up").add_subparsers(
+        dest="discord_command", required=True
+    )
+    sync = discord.add_parser("sync", help="register the slash commands globally, or in one guild")
+    sync.add_argument("--guild", type=int, help="a guild id: commands appear there at once")
+
     db = commands.add_parser("db", help="database schema").add_subparsers(dest="db_command", required=True)
     db.add_parser("upgrade", help="apply pending migrations")
 
@@ -127,6 +133,15 @@ async def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
                 print(path)
         case "models":
             return _models(settings, args.models_command)
+        case "discord":
+            from bot.discord.sync import sync_commands
+
+            try:
+                count = await sync_commands(settings.discord, args.guild)
+            except ValueError:
+                raise UserError("LIKENESS_DISCORD__TOKEN is not set") from None
+            where = f"guild {args.guild}" if args.guild else "globally"
+            print(f"synced {count} commands {where}")
         case "run":
             from bot.service_runner import run_service
 

@@ -50,8 +50,8 @@ async def serve(runtime: Runtime, stop: asyncio.Event) -> None:
     from bot.app import Application
 
     app = Application(runtime)
-    await app.start()
     try:
+        await app.start()
         await runtime.dispatcher.run(stop)
     finally:
         await app.stop()

@@ -41,8 +41,8 @@ NSFW_CAPABLE = (discord.TextChannel, discord.VoiceChannel, discord.StageChannel,
 AnyInteraction = discord.Interaction[Any]
 
 
-class DiscordStartError(Exception):
-    """The Discord client could not log in or connect to the gateway."""
+class DiscordStartError(UserError):
+    """The Discord client could not log in or connect to the gateway (the message is for the operator)."""
 
 
 class DiscordFrontEnd:

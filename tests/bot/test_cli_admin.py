@@ -55,7 +55,10 @@ def test_admin_grant_limit_ban_and_stats(tmp_path: Path) -> None:
     assert "Users: 2" in stats.stdout and "Queue depth: 0 queued" in stats.stdout
 
 
-@pytest.mark.parametrize(("args", "needle"), [(("grant", "telegram:42", "lots"), "whole number"), (("grant", "icq:1", "1"), "<platform>:<id>")])
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [(("grant", "telegram:42", "lots"), "whole number"), (("grant", "icq:1", "1"), "<platform>:<id>")],
+)
 def test_bad_admin_input_is_one_clear_line(tmp_path: Path, args: tuple[str, ...], needle: str) -> None:
     result = likeness(tmp_path, "admin", *args)
     assert result.returncode == 1

@@ -107,9 +107,7 @@ async def test_generate_writes_the_outputs_and_prints_only_their_paths(
     assert len(submitted) == 1
 
 
-async def test_generate_refuses_out_of_range_parameters_with_the_allowed_range(
-    tmp_path: Path, fakes: Fakes
-) -> None:
+async def test_generate_refuses_out_of_range_parameters_with_the_allowed_range(tmp_path: Path, fakes: Fakes) -> None:
     code, out, err = await likeness(
         tmp_path, fakes.env(), "generate", "--face", str(face(tmp_path)), "--prompt", "x",
         "--backend", "replicate-flux-pulid", "--steps", "40",
@@ -141,7 +139,5 @@ async def test_generate_failure_exits_non_zero_with_one_line(tmp_path: Path, fak
 async def test_generate_refuses_a_file_that_is_not_a_photo(tmp_path: Path, fakes: Fakes) -> None:
     fake_photo = tmp_path / "face.jpg"
     fake_photo.write_text("not an image")
-    code, _, err = await likeness(
-        tmp_path, fakes.env(), "generate", "--face", str(fake_photo), "--prompt", "x"
-    )
+    code, _, err = await likeness(tmp_path, fakes.env(), "generate", "--face", str(fake_photo), "--prompt", "x")
     assert code == 1 and "JPEG, PNG or WebP" in err

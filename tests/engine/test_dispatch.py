@@ -146,9 +146,7 @@ async def test_options_no_backend_supports_fail_without_charge(db: Database, tmp
         assert await credits_of(db, user) == (10, 0)
 
 
-async def test_restarted_dispatcher_resumes_the_same_request_and_charges_once(
-    db: Database, tmp_path: Path
-) -> None:
+async def test_restarted_dispatcher_resumes_the_same_request_and_charges_once(db: Database, tmp_path: Path) -> None:
     async with harness(db, tmp_path) as h:
         user = await new_user(db, credits=2)
         h.fal.script = FalScript(queue_ticks=10_000)

@@ -467,9 +467,7 @@ class InteractionRecord:
 
     @property
     def messages(self) -> list[SentMessage]:
-        found = (
-            [self.original] if self.original is not None and self.original is not self.source_message else []
-        )
+        found = [self.original] if self.original is not None and self.original is not self.source_message else []
         return found + [m for m in self.followups if m not in found]
 
     @property
@@ -726,9 +724,7 @@ class FakeDiscord:
     def add_channel(self, name: str, *, nsfw: bool = False, guild: FakeGuild | None = None) -> FakeChannel:
         """A guild text channel; add it before the bot connects so it is in GUILD_CREATE."""
         guild = guild or self.guild
-        channel = FakeChannel(
-            self._ids.next(), GUILD_TEXT, name, guild.id, nsfw, position=len(guild.channels)
-        )
+        channel = FakeChannel(self._ids.next(), GUILD_TEXT, name, guild.id, nsfw, position=len(guild.channels))
         guild.channels.append(channel)
         self.channels[channel.id] = channel
         return channel
@@ -849,8 +845,7 @@ class FakeDiscord:
         except TimeoutError:
             recent = [f"{r.method} {r.path} -> {r.status}" for r in self.requests[-8:]]
             raise TimeoutError(
-                f"condition not met within {timeout}s; recent requests: {recent}; "
-                f"server errors: {self.server_errors}"
+                f"condition not met within {timeout}s; recent requests: {recent}; server errors: {self.server_errors}"
             ) from None
 
     async def wait_for_callback(
@@ -876,9 +871,7 @@ class FakeDiscord:
         timeout: float = 5.0,  # noqa: ASYNC109
     ) -> SentMessage:
         """The first message the bot created (by any route) that matches ``predicate``."""
-        return await self.wait_for(
-            lambda: next((m for m in self.messages.values() if predicate(m)), None), timeout
-        )
+        return await self.wait_for(lambda: next((m for m in self.messages.values() if predicate(m)), None), timeout)
 
     async def wait_until_ready(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109
         """Wait until a client has identified and been sent READY and its guilds."""
@@ -1105,9 +1098,7 @@ class FakeDiscord:
         """Press a button (or pick ``values`` in a select) on a message the bot sent."""
         component = message.component(custom_id)
         if component is None:
-            raise ValueError(
-                f"message {message.id} has no component {custom_id!r}; it has {message.custom_ids}"
-            )
+            raise ValueError(f"message {message.id} has no component {custom_id!r}; it has {message.custom_ids}")
         data: Json = {"custom_id": custom_id, "component_type": component["type"]}
         if component["type"] != 2:
             data["values"] = list(values or [])
@@ -1127,8 +1118,7 @@ class FakeDiscord:
         if cb is None or cb.type != MODAL:
             raise ValueError(f"interaction {interaction.id} did not open a modal")
         rows = [
-            {"type": 1, "components": [{"type": 4, "custom_id": key, "value": value}]}
-            for key, value in fields.items()
+            {"type": 1, "components": [{"type": 4, "custom_id": key, "value": value}]} for key, value in fields.items()
         ]
         data: Json = {"custom_id": cb.data["custom_id"], "components": rows}
         return await self._interact(
@@ -1150,9 +1140,7 @@ class FakeDiscord:
             node = next((o for o in node.get("options") or [] if o["name"] == part), None)
         return node, (guild_id if found is not None else None)
 
-    def _command_data(
-        self, channel: FakeChannel, name: str, values: Mapping[str, Any], focused: str | None
-    ) -> Json:
+    def _command_data(self, channel: FakeChannel, name: str, values: Mapping[str, Any], focused: str | None) -> Json:
         path = name.split()
         schema, command_guild = self._command_schema(channel, path)
         declared = {o["name"]: int(o["type"]) for o in (schema or {}).get("options") or []}
@@ -1174,9 +1162,7 @@ class FakeDiscord:
             data["guild_id"] = str(command_guild)
         return data
 
-    def _option(
-        self, name: str, value: Any, declared: int | None, channel: FakeChannel, resolved: Json
-    ) -> Json:
+    def _option(self, name: str, value: Any, declared: int | None, channel: FakeChannel, resolved: Json) -> Json:
         if isinstance(value, Upload):
             attachment = self._attachment(channel.id, value.filename, value.data, value.content_type)
             resolved.setdefault("attachments", {})[str(attachment.id)] = attachment.payload()
@@ -1382,9 +1368,7 @@ class FakeDiscord:
                 else:
                     content = bytes(await part.read())
                     files.append(
-                        FilePart(
-                            part.name or "", part.filename or "", part.headers.get("Content-Type"), content
-                        )
+                        FilePart(part.name or "", part.filename or "", part.headers.get("Content-Type"), content)
                     )
             return _Body(payload, tuple(files))
         raw = await request.read()
@@ -1441,9 +1425,7 @@ class FakeDiscord:
         attachment = self._cdn.get(int(request.match_info["attachment_id"]))
         if attachment is None or attachment.id in self._expired_cdn or not request.query.get("hm"):
             return web.Response(status=404, text="This content is no longer available.")
-        return web.Response(
-            body=attachment.data, content_type=attachment.content_type or "application/octet-stream"
-        )
+        return web.Response(body=attachment.data, content_type=attachment.content_type or "application/octet-stream")
 
     # ------------------------------------------------------------------ lookups
 
@@ -1532,9 +1514,7 @@ class FakeDiscord:
                 elif key in new_parts:
                     part = new_parts[key]
                     filename = entry.get("filename") or part.filename
-                    attachments.append(
-                        self._sent_attachment(message, filename, part, entry.get("description"))
-                    )
+                    attachments.append(self._sent_attachment(message, filename, part, entry.get("description")))
                     used.add(key)
                 else:
                     raise _form_error("attachments", "ATTACHMENT_NOT_FOUND", f"Attachment {key} not found")
@@ -1569,9 +1549,7 @@ class FakeDiscord:
                 raise _form_error("components", "BASE_TYPE_MAX_LENGTH", "Must be 5 or fewer in length.")
             for index, row in enumerate(components):
                 if row.get("type") != 1:
-                    raise _form_error(
-                        f"components.{index}.type", "BASE_TYPE_CHOICES", "Value must be one of {1}."
-                    )
+                    raise _form_error(f"components.{index}.type", "BASE_TYPE_CHOICES", "Value must be one of {1}.")
                 if len(row.get("components") or []) > 5:
                     raise _form_error(
                         f"components.{index}.components",
@@ -1584,9 +1562,7 @@ class FakeDiscord:
             if custom_id is None:
                 continue
             if not 1 <= len(custom_id) <= 100:
-                raise _form_error(
-                    "components", "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length."
-                )
+                raise _form_error("components", "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length.")
             if custom_id in seen:
                 raise _form_error(
                     "components", "COMPONENT_CUSTOM_ID_DUPLICATED", "Component custom id cannot be duplicated"
@@ -1598,9 +1574,7 @@ class FakeDiscord:
     ) -> FakeAttachment:
         # Discord guesses the type from the name; discord.py labels every part application/octet-stream.
         guessed = mimetypes.guess_type(filename)[0]
-        return self._attachment(
-            message.channel_id, filename, part.data, guessed or part.content_type, description
-        )
+        return self._attachment(message.channel_id, filename, part.data, guessed or part.content_type, description)
 
     def _new_message(
         self,
@@ -1643,9 +1617,7 @@ class FakeDiscord:
         return self._ok(data)
 
     async def _h_me(self, request: web.Request) -> web.StreamResponse:
-        return self._ok(
-            {**self.bot_user.payload(), "verified": True, "mfa_enabled": False, "flags": 0, "bio": ""}
-        )
+        return self._ok({**self.bot_user.payload(), "verified": True, "mfa_enabled": False, "flags": 0, "bio": ""})
 
     async def _h_user(self, request: web.Request) -> web.StreamResponse:
         user = self.users.get(int(request.match_info["user_id"]))
@@ -1691,17 +1663,13 @@ class FakeDiscord:
         description = str(raw.get("description") or "")
         if kind == 1:
             if not _COMMAND_NAME.match(name):
-                raise _form_error(
-                    f"{index}.name", "APPLICATION_COMMAND_INVALID_NAME", "Command name is invalid"
-                )
+                raise _form_error(f"{index}.name", "APPLICATION_COMMAND_INVALID_NAME", "Command name is invalid")
             if not 1 <= len(description) <= 100:
                 raise _form_error(
                     f"{index}.description", "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length."
                 )
             if len(raw.get("options") or []) > 25:
-                raise _form_error(
-                    f"{index}.options", "BASE_TYPE_MAX_LENGTH", "Must be 25 or fewer in length."
-                )
+                raise _form_error(f"{index}.options", "BASE_TYPE_MAX_LENGTH", "Must be 25 or fewer in length.")
         command_id = self._command_ids.setdefault((guild_id, name), self._ids.next())
         stored: Json = {
             "id": str(command_id),
@@ -1747,10 +1715,7 @@ class FakeDiscord:
             raise _ApiError(404, 10062, "Unknown interaction")
         if record.callbacks:
             raise _ApiError(400, 40060, "Interaction has already been acknowledged.")
-        if (
-            self.response_deadline is not None
-            and time.monotonic() - record.created_at > self.response_deadline
-        ):
+        if self.response_deadline is not None and time.monotonic() - record.created_at > self.response_deadline:
             raise _ApiError(404, 10062, "Unknown interaction")
         payload, files = self._payload_and_files(request)
         kind = int(payload.get("type") or 0)

@@ -196,9 +196,7 @@ class FakeFal(FakeProvider):
             self.premature_results += 1
             return web.json_response({"detail": "Request is still in progress"}, status=400)
         if job.cancelled:
-            return web.json_response(
-                {"detail": "Request was cancelled", "error_type": "client_cancelled"}, status=499
-            )
+            return web.json_response({"detail": "Request was cancelled", "error_type": "client_cancelled"}, status=499)
         if job.script.outcome is FalOutcome.ERROR:
             detail = [
                 {

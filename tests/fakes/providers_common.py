@@ -26,9 +26,7 @@ EXPIRED_XML = (
 )
 
 
-def tiny_image(
-    fmt: str = "png", size: tuple[int, int] = (8, 6), color: tuple[int, int, int] = (200, 120, 60)
-) -> bytes:
+def tiny_image(fmt: str = "png", size: tuple[int, int] = (8, 6), color: tuple[int, int, int] = (200, 120, 60)) -> bytes:
     """A small valid image in ``fmt`` (png, jpeg/jpg or webp), built in memory."""
     pil_format = {"jpg": "JPEG", "jpeg": "JPEG", "png": "PNG", "webp": "WEBP"}[fmt.lower()]
     buffer = io.BytesIO()
@@ -178,11 +176,7 @@ class FakeProvider:
         self.faults[route].extend(faults)
 
     def requests(self, route: str | None = None, method: str | None = None) -> list[LoggedRequest]:
-        return [
-            r
-            for r in self.log
-            if (route is None or r.route == route) and (method is None or r.method == method)
-        ]
+        return [r for r in self.log if (route is None or r.route == route) and (method is None or r.method == method)]
 
     def job_started(self) -> None:
         self.in_flight += 1
@@ -223,9 +217,7 @@ class FakeProvider:
 
     # -- CDN -----------------------------------------------------------------------------------------------
 
-    def publish(
-        self, data: bytes, content_type: str, *, ttl_s: float | None = None, base: str | None = None
-    ) -> str:
+    def publish(self, data: bytes, content_type: str, *, ttl_s: float | None = None, base: str | None = None) -> str:
         name = f"{self.new_id('file')}.{content_type.rsplit('/', 1)[-1]}"
         expires = None if ttl_s is None else self.clock() + ttl_s
         self.cdn[name] = CdnFile(data, content_type, expires)
@@ -299,9 +291,7 @@ class RecordingProgress:
         if self._on_submitted is not None:
             self._on_submitted()
 
-    async def update(
-        self, stage: Any, *, queue_position: int | None = None, fraction: float | None = None
-    ) -> None:
+    async def update(self, stage: Any, *, queue_position: int | None = None, fraction: float | None = None) -> None:
         self.updates.append((str(stage), queue_position))
 
 

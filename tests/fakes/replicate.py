@@ -66,9 +66,7 @@ class FakeReplicate(FakeProvider):
 
     expired_status = 404
 
-    def __init__(
-        self, *, token: str = TOKEN, version: str = VERSION, clock: Callable[[], float] | None = None
-    ) -> None:
+    def __init__(self, *, token: str = TOKEN, version: str = VERSION, clock: Callable[[], float] | None = None) -> None:
         super().__init__(clock=clock)
         self.token = token
         self.version = version
@@ -127,9 +125,7 @@ class FakeReplicate(FakeProvider):
         except ValueError:
             return self._problem(400, "Bad request", "The request body is not valid JSON")
         if not isinstance(payload, dict) or payload.get("version") != self.version:
-            return self._problem(
-                422, "Invalid version or not permitted", "The specified version does not exist"
-            )
+            return self._problem(422, "Invalid version or not permitted", "The specified version does not exist")
         problems = validate_input(payload.get("input"), self.file_urls)
         if problems:
             fields = [{"type": "invalid", "field": name, "description": msg} for name, msg in problems]

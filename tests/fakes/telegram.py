@@ -443,8 +443,7 @@ def _parse_html(src: str) -> tuple[str, list[JSON]]:
                 _close_html(out, name, start, attrs, stack)
             else:
                 attrs = {
-                    key.lower(): html.unescape(dq or sq or bare)
-                    for key, dq, sq, bare in _ATTR_RE.findall(match[3])
+                    key.lower(): html.unescape(dq or sq or bare) for key, dq, sq, bare in _ATTR_RE.findall(match[3])
                 }
                 if name == "span" and attrs.get("class") != "tg-spoiler":
                     raise _entity_error(src, i, 'Unsupported start tag "span"')
@@ -510,9 +509,7 @@ def _parse_markdown_v2(src: str) -> tuple[str, list[JSON]]:
     stack: list[tuple[str, int, int, JSON]] = []  # marker, entity start, source index, extra fields
 
     def reserved(at: int) -> _ApiError:
-        return _entity_error(
-            src, at, f"Character '{src[at]}' is reserved and must be escaped with the preceding '\\'"
-        )
+        return _entity_error(src, at, f"Character '{src[at]}' is reserved and must be escaped with the preceding '\\'")
 
     def close() -> int:
         marker, start, _, fields = stack.pop()
@@ -861,9 +858,7 @@ class FakeTelegram:
             chat = self._chats[user.id] = TgChat(user.id, "private", user=user)
         return chat
 
-    def group(
-        self, title: str = "Likeness testers", *, supergroup: bool = True, username: str | None = None
-    ) -> TgChat:
+    def group(self, title: str = "Likeness testers", *, supergroup: bool = True, username: str | None = None) -> TgChat:
         number = next(self._group_ids)
         chat_id = -1_001_000_000_000 - number if supergroup else -4_000_000_000 - number
         chat = TgChat(chat_id, "supergroup" if supergroup else "group", title=title, username=username)
@@ -872,9 +867,7 @@ class FakeTelegram:
 
     # -- injecting what users do
 
-    def send_text(
-        self, user: TgUser, chat: TgChat, text: str, *, reply_to: BotMessage | int | None = None
-    ) -> JSON:
+    def send_text(self, user: TgUser, chat: TgChat, text: str, *, reply_to: BotMessage | int | None = None) -> JSON:
         """A user's text message; commands, mentions and links get entities as Telegram adds them."""
         content: JSON = {"text": text}
         if entities := _auto_entities(text):
@@ -899,18 +892,14 @@ class FakeTelegram:
         """
         size = dimensions or _image_size(image_bytes)
         if size is None:
-            raise ValueError(
-                "image_bytes is not an image Pillow can read; pass dimensions= to send it anyway"
-            )
+            raise ValueError("image_bytes is not an image Pillow can read; pass dimensions= to send it anyway")
         content: JSON = {"photo": self._photo_sizes(image_bytes, size, file_size)}
         content.update(self._caption_fields(caption))
         if media_group_id is not None:
             content["media_group_id"] = media_group_id
         return self._user_message(user, chat, content, None)
 
-    def send_album(
-        self, user: TgUser, chat: TgChat, images: Iterable[bytes], caption: str | None = None
-    ) -> list[JSON]:
+    def send_album(self, user: TgUser, chat: TgChat, images: Iterable[bytes], caption: str | None = None) -> list[JSON]:
         """An album: one update per photo, sharing a media_group_id; the caption goes on the first."""
         group_id = str(next(self._update_ids) * 7919)
         return [
@@ -934,9 +923,7 @@ class FakeTelegram:
         content.update(self._caption_fields(caption))
         return self._user_message(user, chat, content, None)
 
-    def press_button(
-        self, user: TgUser, message: BotMessage, callback_data: str, *, check: bool = True
-    ) -> str:
+    def press_button(self, user: TgUser, message: BotMessage, callback_data: str, *, check: bool = True) -> str:
         """A press on an inline button of a bot message; returns the callback query id.
 
         With ``check`` the button must be on the message as currently shown, as in a real client."""
@@ -1081,9 +1068,7 @@ class FakeTelegram:
         lines = [f"{call.method} -> {call.status} {call.description or ''}".rstrip() for call in recent]
         return "recent calls: " + ("; ".join(lines) if lines else "none")
 
-    async def deliver_via_webhook(
-        self, update: JSON, *, secret_token: str | _Unset | None = _UNSET
-    ) -> int | None:
+    async def deliver_via_webhook(self, update: JSON, *, secret_token: str | _Unset | None = _UNSET) -> int | None:
         """POST one update to the webhook now, outside the queue; the HTTP status, or None if unreachable.
 
         ``secret_token`` overrides the header's value (None leaves the header out)."""
@@ -1216,9 +1201,7 @@ class FakeTelegram:
         self._set_allowed(allowed)
         if p.flag("drop_pending_updates"):
             self._pending.clear()
-        self._webhook = _Webhook(
-            url, secret, p.integer("max_connections", 40) or 40, allowed, p.text("ip_address")
-        )
+        self._webhook = _Webhook(url, secret, p.integer("max_connections", 40) or 40, allowed, p.text("ip_address"))
         self._poll_generation += 1
         self._updates.notify()
         return _Reply(True, "Webhook was set")
@@ -1630,9 +1613,7 @@ class FakeTelegram:
         if size is None or not _decodes(data):
             raise _bad("IMAGE_PROCESS_FAILED")
         width, height = size
-        if width + height > PHOTO_SIDES_LIMIT or max(width, height) > PHOTO_RATIO_LIMIT * max(
-            min(width, height), 1
-        ):
+        if width + height > PHOTO_SIDES_LIMIT or max(width, height) > PHOTO_RATIO_LIMIT * max(min(width, height), 1):
             raise _bad("PHOTO_INVALID_DIMENSIONS")
         return size
 
@@ -1651,9 +1632,7 @@ class FakeTelegram:
             if thumbnail is None:
                 break
             small, small_width, small_height = thumbnail
-            sizes.append(
-                self._photo_size(self._store_file(small, "photos", "jpg"), small_width, small_height)
-            )
+            sizes.append(self._photo_size(self._store_file(small, "photos", "jpg"), small_width, small_height))
         full = self._store_file(data, "photos", "jpg", declared_size)
         sizes.append(self._photo_size(full, width, height))
         return sizes
@@ -1697,9 +1676,7 @@ class FakeTelegram:
             return name, content_type
         return name, mimetypes.guess_type(name)[0] or "application/octet-stream"
 
-    def _store_file(
-        self, data: bytes, folder: str, extension: str, declared_size: int | None = None
-    ) -> StoredFile:
+    def _store_file(self, data: bytes, folder: str, extension: str, declared_size: int | None = None) -> StoredFile:
         number = next(self._file_numbers)
         prefix = {"photos": "AgAC", "documents": "BQAC", "thumbnails": "AAMC"}[folder]
         stored = StoredFile(
@@ -1725,9 +1702,7 @@ class FakeTelegram:
             return None
         return {key: value for key, value in target.items() if key != "reply_to_message"}
 
-    def _user_message(
-        self, user: TgUser, chat: TgChat, content: JSON, reply_to: BotMessage | int | None
-    ) -> JSON:
+    def _user_message(self, user: TgUser, chat: TgChat, content: JSON, reply_to: BotMessage | int | None) -> JSON:
         chat = self._chat_of(chat)
         message = self._new_message(chat, user.to_json())
         if reply_to is not None:

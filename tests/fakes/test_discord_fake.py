@@ -165,12 +165,8 @@ async def style(interaction: discord.Interaction[ProbeBot], name: str) -> None:
 
 
 @style.autocomplete("name")
-async def style_choices(
-    interaction: discord.Interaction[ProbeBot], current: str
-) -> list[app_commands.Choice[str]]:
-    return [
-        app_commands.Choice(name=s, value=s) for s in ("noir", "neon", "natural") if s.startswith(current)
-    ]
+async def style_choices(interaction: discord.Interaction[ProbeBot], current: str) -> list[app_commands.Choice[str]]:
+    return [app_commands.Choice(name=s, value=s) for s in ("noir", "neon", "natural") if s.startswith(current)]
 
 
 @app_commands.command(description="Tell us what went wrong")
@@ -224,9 +220,7 @@ async def imagine_result(fake: FakeDiscord, bot: ProbeBot) -> SentMessage:
     return message
 
 
-async def test_connects_over_compressed_gateway_and_caches_the_guild(
-    fake: FakeDiscord, bot: ProbeBot
-) -> None:
+async def test_connects_over_compressed_gateway_and_caches_the_guild(fake: FakeDiscord, bot: ProbeBot) -> None:
     first = fake.connections[0]
     assert (first.path, first.kind, first.compression) == ("/gateway", "identify", "zlib-stream")
     assert 1 in first.ops  # discord.py heartbeats at once after HELLO and got its ACK
@@ -351,9 +345,7 @@ async def test_slash_with_attachment_defers_then_follows_up_with_file_and_button
         await sent.attachments[0].read()
 
 
-async def test_ephemeral_progress_edits_fetch_and_delete_through_the_token(
-    fake: FakeDiscord, bot: ProbeBot
-) -> None:
+async def test_ephemeral_progress_edits_fetch_and_delete_through_the_token(fake: FakeDiscord, bot: ProbeBot) -> None:
     ix = await fake.slash(fake.alice, fake.general, "progress")
     original = await outcome_of(bot, ix)
     assert ix.callback_type == 5 and ix.ephemeral
@@ -542,9 +534,7 @@ async def test_resumes_on_the_resume_url_and_replays_missed_events(fake: FakeDis
     assert len(fake.identify_payloads) == 1
 
 
-async def test_invalid_session_identifies_again_on_the_default_gateway(
-    fake: FakeDiscord, bot: ProbeBot
-) -> None:
+async def test_invalid_session_identifies_again_on_the_default_gateway(fake: FakeDiscord, bot: ProbeBot) -> None:
     # discord.py identifies again where its last connection was opened; with no resume yet,
     # that is the default gateway.
     await fake.invalidate_session()

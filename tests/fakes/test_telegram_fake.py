@@ -115,9 +115,7 @@ async def test_text_update_reaches_the_handler_and_the_reply_is_recorded(fake: F
 
     user = fake.user("Ann")
     chat = fake.private_chat(user)
-    async with polling(
-        fake, CommandHandler("start", start), MessageHandler(filters.TEXT & ~filters.COMMAND, _echo)
-    ):
+    async with polling(fake, CommandHandler("start", start), MessageHandler(filters.TEXT & ~filters.COMMAND, _echo)):
         fake.send_text(user, chat, "hello")
         reply = await fake.next_message(chat)
         assert reply.text == "echo: hello"
@@ -185,9 +183,7 @@ async def test_button_press_is_answered_and_the_message_edited(fake: FakeTelegra
 
     user = fake.user()
     chat = fake.private_chat(user)
-    async with polling(
-        fake, CommandHandler("menu", menu), CallbackQueryHandler(on_press, pattern=r"^v1:regen:")
-    ):
+    async with polling(fake, CommandHandler("menu", menu), CallbackQueryHandler(on_press, pattern=r"^v1:regen:")):
         fake.send_text(user, chat, "/menu")
         message = await fake.next_message(chat)
         assert message.buttons == [{"text": "Again", "callback_data": "v1:regen:42"}]
@@ -319,9 +315,7 @@ async def test_documents_edits_replies_commands_and_flood_limits(fake: FakeTeleg
         await bot.set_my_commands([BotCommand("imagine", "Make a portrait")])
         assert [command.command for command in await bot.get_my_commands()] == ["imagine"]
 
-        sent = await bot.send_document(
-            chat.id, png, filename="portrait.png", caption="*Done*", parse_mode="MarkdownV2"
-        )
+        sent = await bot.send_document(chat.id, png, filename="portrait.png", caption="*Done*", parse_mode="MarkdownV2")
         assert sent.document is not None and sent.document.mime_type == "image/png"
         assert sent.document.thumbnail is not None and sent.document.thumbnail.width == 320
         assert sent.caption == "Done" and [entity.type for entity in sent.caption_entities] == ["bold"]
@@ -329,9 +323,7 @@ async def test_documents_edits_replies_commands_and_flood_limits(fake: FakeTeleg
         assert bytes(await file.download_as_bytearray()) == png == fake.messages(chat)[-1].document
 
         keyboard = InlineKeyboardMarkup([[InlineKeyboardButton("Again", callback_data="v1:regen:1")]])
-        edited = await bot.edit_message_caption(
-            chat.id, sent.message_id, caption="Done: 1/1", reply_markup=keyboard
-        )
+        edited = await bot.edit_message_caption(chat.id, sent.message_id, caption="Done: 1/1", reply_markup=keyboard)
         assert isinstance(edited, type(sent)) and edited.caption == "Done: 1/1"
         assert fake.messages(chat)[-1].buttons == [{"text": "Again", "callback_data": "v1:regen:1"}]
         await bot.edit_message_reply_markup(chat.id, sent.message_id)
@@ -380,9 +372,7 @@ async def test_requests_are_validated_like_telegram(fake: FakeTelegram) -> None:
         assert fake.messages(chat)[-1].deleted and fake.deleted == [(chat.id, sent.message_id)]
 
     async with aiohttp.ClientSession() as http:
-        async with http.post(
-            f"{fake.base_url}{fake.token}/sendSticker", data={"chat_id": chat.id}
-        ) as response:
+        async with http.post(f"{fake.base_url}{fake.token}/sendSticker", data={"chat_id": chat.id}) as response:
             assert response.status == 404
             assert await response.json() == {"ok": False, "error_code": 404, "description": "Not Found"}
         async with http.post(f"{fake.base_url}123:wrong/getMe") as response:

@@ -106,9 +106,7 @@ class FakeWaveSpeed(FakeProvider):
             # The balance failure is not documented; it is modelled inside the envelope.
             return web.json_response(envelope(None, 400, "Insufficient balance, please top up your account"))
         if self.max_concurrent is not None and self.in_flight >= self.max_concurrent:
-            return web.json_response(
-                envelope(None, 429, "Too many requests: concurrency limit reached"), status=429
-            )
+            return web.json_response(envelope(None, 429, "Too many requests: concurrency limit reached"), status=429)
         try:
             payload = await request.json()
         except ValueError:

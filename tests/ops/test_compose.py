@@ -95,9 +95,7 @@ def mounts(service: dict[str, Any]) -> dict[str, str]:
     """Volume name (or host path) → path in the container."""
     found = {}
     for entry in service.get("volumes", []):
-        source, target, *_ = (
-            entry.split(":") if isinstance(entry, str) else (entry["source"], entry["target"])
-        )
+        source, target, *_ = entry.split(":") if isinstance(entry, str) else (entry["source"], entry["target"])
         found[source] = target
     return found
 
@@ -190,9 +188,7 @@ def test_scale_profile_runs_postgres_migration_bot_and_workers(compose: str, tmp
 
 
 def test_scale_profile_shares_one_password_between_server_and_clients(compose: str, tmp_path: Path) -> None:
-    resolved = config(
-        compose, tmp_path, "scale", scale_override=True, env={"POSTGRES_PASSWORD": "pw-from-the-shell"}
-    )
+    resolved = config(compose, tmp_path, "scale", scale_override=True, env={"POSTGRES_PASSWORD": "pw-from-the-shell"})
     services = resolved["services"]
     assert services["postgres"]["environment"]["POSTGRES_PASSWORD"] == "pw-from-the-shell"
     for name in ("bot", "migrate", "worker"):
@@ -249,9 +245,7 @@ def test_no_secret_resolves_to_a_value_when_none_is_given(compose: str, tmp_path
                 assert value in (None, ""), f"{name}: {variable} has a value baked in"
 
 
-def test_secrets_pass_through_from_the_environment_to_the_services_that_need_them(
-    compose: str, tmp_path: Path
-) -> None:
+def test_secrets_pass_through_from_the_environment_to_the_services_that_need_them(compose: str, tmp_path: Path) -> None:
     given = {name: f"sentinel-{name.lower()}" for name in (*CHAT_SECRETS, *PROVIDER_SECRETS, *OTHER_SECRETS)}
     services = config(compose, tmp_path, "scale", "gpu", scale_override=True, env=given)["services"]
     bot, worker, gpu = (

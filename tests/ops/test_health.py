@@ -170,15 +170,10 @@ async def test_separate_registries_do_not_share_series() -> None:
     first, second = Metrics(CollectorRegistry()), Metrics()
     first.job_finished("local", "succeeded", 1.0)
     assert (
-        first.registry.get_sample_value(
-            "likeness_jobs_finished_total", {"backend": "local", "state": "succeeded"}
-        )
-        == 1
+        first.registry.get_sample_value("likeness_jobs_finished_total", {"backend": "local", "state": "succeeded"}) == 1
     )
     assert (
-        second.registry.get_sample_value(
-            "likeness_jobs_finished_total", {"backend": "local", "state": "succeeded"}
-        )
+        second.registry.get_sample_value("likeness_jobs_finished_total", {"backend": "local", "state": "succeeded"})
         is None
     )
 

@@ -25,9 +25,7 @@ async def drain(db: Database, tasks: int, worker: str) -> None:
     async def loop() -> None:
         while True:
             try:
-                job = await db.write(
-                    jobs.claim, worker=worker, lease_s=60, running_cap=10_000, now=time.time()
-                )
+                job = await db.write(jobs.claim, worker=worker, lease_s=60, running_cap=10_000, now=time.time())
                 if job is None:
                     return
                 await db.write(jobs.complete, job_id=job.id, attempt=job.attempt, images=[], now=time.time())

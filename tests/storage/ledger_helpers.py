@@ -11,9 +11,7 @@ from storage.models import Job
 _users = itertools.count(1)
 
 
-async def new_user(
-    db: Database, *, credits: int = 100, now: float = 1000.0, platform: str = "telegram"
-) -> int:
+async def new_user(db: Database, *, credits: int = 100, now: float = 1000.0, platform: str = "telegram") -> int:
     user = await db.write(
         quota.ensure_user,
         platform=platform,

@@ -25,9 +25,7 @@ async def test_submit_claim_complete_charges_once(db: Database) -> None:
     assert not await db.write(jobs.complete, job_id="job-1", attempt=1, images=[], now=1002.0)
     assert await credits_of(db, user) == (3, 0)
     done = await db.read(jobs.get, job_id="job-1")
-    assert (
-        done is not None and done.state == JobState.SUCCEEDED and done.delivery_state == DeliveryState.PENDING
-    )
+    assert done is not None and done.state == JobState.SUCCEEDED and done.delivery_state == DeliveryState.PENDING
     assert await drift(db) == []
 
 
@@ -185,9 +183,5 @@ async def test_delivery_marked_once(db: Database) -> None:
     await db.write(jobs.complete, job_id="d", attempt=1, images=[], now=1001.0)
     pending = await db.read(jobs.pending_deliveries, platforms=["telegram"])
     assert [job.id for job in pending] == ["d"]
-    assert await db.write(
-        jobs.mark_delivery, job_id="d", state=DeliveryState.DELIVERED, path="reply", now=1002.0
-    )
-    assert not await db.write(
-        jobs.mark_delivery, job_id="d", state=DeliveryState.DELIVERED, path="reply", now=1003.0
-    )
+    assert await db.write(jobs.mark_delivery, job_id="d", state=DeliveryState.DELIVERED, path="reply", now=1002.0)
+    assert not await db.write(jobs.mark_delivery, job_id="d", state=DeliveryState.DELIVERED, path="reply", now=1003.0)

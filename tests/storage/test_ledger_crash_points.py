@@ -37,9 +37,7 @@ def fail_after_statement(db: Database, n: int) -> Iterator[list[int]]:
         event.remove(engine, "after_cursor_execute", after)
 
 
-async def sweep(
-    db: Database, operation: Callable[[], Awaitable[object]], check: Callable[[], Awaitable[None]]
-) -> int:
+async def sweep(db: Database, operation: Callable[[], Awaitable[object]], check: Callable[[], Awaitable[None]]) -> int:
     """Run ``operation`` with a fault after statement 1, 2, … until it completes untouched."""
     n = 1
     while True:
@@ -69,9 +67,7 @@ async def test_submit_interrupted_anywhere_leaves_no_trace(db: Database) -> None
 
 
 @pytest.mark.parametrize("outcome", ["complete", "fail", "cancel"])
-async def test_finish_interrupted_anywhere_keeps_the_job_running_and_books_balanced(
-    db: Database, outcome: str
-) -> None:
+async def test_finish_interrupted_anywhere_keeps_the_job_running_and_books_balanced(db: Database, outcome: str) -> None:
     user = await new_user(db, credits=3)
     await submit(db, "fin", user)
     job = await claim(db)

@@ -45,9 +45,7 @@ async def bulk_submit(db: Database, count: int, users: int) -> None:
 
 
 @pytest.mark.timeout(300)
-async def test_four_processes_claim_two_thousand_jobs_once_each(
-    db: Database, store_target: StoreTarget
-) -> None:
+async def test_four_processes_claim_two_thousand_jobs_once_each(db: Database, store_target: StoreTarget) -> None:
     await bulk_submit(db, 2000, users=40)
     workers = [await spawn(store_target, "drain", "--tasks", "8") for _ in range(4)]
     outputs = await asyncio.gather(*(w.communicate() for w in workers))
@@ -88,9 +86,7 @@ async def test_sigkilled_worker_job_reruns_after_lease_and_charges_once(
     assert await drift(db) == []
 
 
-async def test_paused_worker_completion_is_rejected_after_takeover(
-    db: Database, store_target: StoreTarget
-) -> None:
+async def test_paused_worker_completion_is_rejected_after_takeover(db: Database, store_target: StoreTarget) -> None:
     user = await new_user(db, credits=5)
     await db.write(
         jobs.submit,

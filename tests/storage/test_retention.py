@@ -34,9 +34,7 @@ def _add_identity(*, session: Connection, user_id: int, photo_keys: list[str]) -
 
 def _image_count(*, session: Connection, job_id: str) -> int:
     return int(
-        session.execute(
-            select(func.count()).select_from(t.images).where(t.images.c.job_id == job_id)
-        ).scalar_one()
+        session.execute(select(func.count()).select_from(t.images).where(t.images.c.job_id == job_id)).scalar_one()
     )
 
 
@@ -55,9 +53,7 @@ class Scene:
     async def submit(self, job_id: str, face_keys: list[str], *, now: float) -> None:
         await self.db.write(
             jobs.submit,
-            job=jobs.NewJob(
-                id=job_id, user_id=self.user, params={"prompt": "p"}, cost=1, face_keys=face_keys
-            ),
+            job=jobs.NewJob(id=job_id, user_id=self.user, params={"prompt": "p"}, cost=1, face_keys=face_keys),
             now=now,
             daily_jobs_default=10_000,
         )
@@ -89,9 +85,7 @@ class Scene:
 
     async def fail(self, job_id: str, face_keys: list[str], *, now: float) -> None:
         attempt = await self.run(job_id, face_keys, now=now)
-        assert await self.db.write(
-            jobs.fail, job_id=job_id, attempt=attempt, reason="provider_failed", now=now + 5
-        )
+        assert await self.db.write(jobs.fail, job_id=job_id, attempt=attempt, reason="provider_failed", now=now + 5)
 
     async def job(self, job_id: str) -> tuple[JobState, bool]:
         job = await self.db.read(jobs.get, job_id=job_id)
@@ -212,7 +206,5 @@ async def test_retention_loop_sweeps_until_stopped(scene: Scene) -> None:
 
 async def test_retention_loop_returns_at_once_when_off(db: Database, tmp_path: Path) -> None:
     stop = asyncio.Event()
-    await asyncio.wait_for(
-        retention_loop(db, LocalBlobStore(tmp_path), days=0, interval_s=3600, stop=stop), timeout=5
-    )
+    await asyncio.wait_for(retention_loop(db, LocalBlobStore(tmp_path), days=0, interval_s=3600, stop=stop), timeout=5)
     assert not stop.is_set()

@@ -24,6 +24,16 @@ from tests.fakes.telegram import BotMessage, FakeTelegram, TgChat, TgUser
 ADMIN_ID = 4242
 
 
+def first_text(message: BotMessage) -> str:
+    """The text a message was sent with, before any edit."""
+    first = message.history[0] if message.history else message.raw
+    return str(first.get("text") or "")
+
+
+def is_status(message: BotMessage) -> bool:
+    return first_text(message).startswith("Queued")
+
+
 def face_photo(size: tuple[int, int] = (400, 480), color: str = "peachpuff") -> bytes:
     out = io.BytesIO()
     Image.new("RGB", size, color).save(out, format="JPEG")

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from storage.states import DeliveryState, JobState
-from tests.bot.telegram.stack import ADMIN_ID, face_photo, telegram_stack
+from tests.bot.telegram.stack import ADMIN_ID, face_photo, is_status, telegram_stack
 from tests.fakes.fal import FalOutcome, FalScript
 
 # python-telegram-bot reads its own deprecated RetryAfter.retry_after when it handles a 429.
@@ -25,7 +25,7 @@ async def test_photo_with_caption_renders_and_charges_once(tmp_path: Path) -> No
     async with telegram_stack(tmp_path) as s:
         user, chat = s.person()
         s.telegram.send_photo(user, chat, face_photo(), caption="a knight in shining armour --ar 3:4")
-        status = await s.reply_to(chat, lambda m: m.text and m.text.startswith("Queued"))
+        status = await s.reply_to(chat, is_status)
         assert [b["callback_data"] for b in status.buttons] == [f"cx:tg:{chat.id}:1"]
         result = await s.photo_result(chat)
         assert "a knight in shining armour" in (result.caption or "") and "fal-flux-pulid" in (result.caption or "")
@@ -178,7 +178,7 @@ async def test_user_who_blocked_the_bot_is_marked_undeliverable(tmp_path: Path) 
         user, chat = s.person()
         s.fal.script = FalScript(queue_ticks=3)
         s.telegram.send_photo(user, chat, face_photo(), caption="never seen")
-        await s.reply_to(chat, lambda m: m.text and m.text.startswith("Queued"))
+        await s.reply_to(chat, is_status)
         s.telegram.block(user)
         job = await s.settled(f"tg:{chat.id}:1", DeliveryState.UNDELIVERABLE)
         assert job.state == JobState.SUCCEEDED
@@ -194,7 +194,7 @@ async def test_a_duplicated_update_makes_no_second_job(tmp_path: Path) -> None:
         await s.photo_result(chat)
         await s.settled(f"tg:{chat.id}:{message['message_id']}")
         assert len(s.fal.requests("submit")) == 1
-        assert len([m for m in s.telegram.messages(chat) if (m.text or "").startswith("Queued")]) == 1
+        assert len([m for m in s.telegram.messages(chat) if is_status(m)]) == 1
         row = await s.user_row(user)
         assert row is not None and row.credits == 9
 

@@ -67,9 +67,7 @@ def _detector() -> object:
         nodes.append(helper.make_node("Split", [flat, split], names, axis=1))
         nodes.append(helper.make_node("Sigmoid", [raw_score], [f"score_{stride}"]))
         rows = f"n{stride}"
-        outputs["score"].append(
-            helper.make_tensor_value_info(f"score_{stride}", TensorProto.FLOAT, [rows, 1])
-        )
+        outputs["score"].append(helper.make_tensor_value_info(f"score_{stride}", TensorProto.FLOAT, [rows, 1]))
         outputs["bbox"].append(helper.make_tensor_value_info(f"bbox_{stride}", TensorProto.FLOAT, [rows, 4]))
         outputs["kps"].append(helper.make_tensor_value_info(f"kps_{stride}", TensorProto.FLOAT, [rows, 10]))
     graph = helper.make_graph(

@@ -34,9 +34,7 @@ class RecordingProgress:
     async def submitted(self, ref: ProviderRef) -> None:
         raise AssertionError("a local render has no provider request")
 
-    async def update(
-        self, stage: Stage, *, queue_position: int | None = None, fraction: float | None = None
-    ) -> None:
+    async def update(self, stage: Stage, *, queue_position: int | None = None, fraction: float | None = None) -> None:
         self.updates.append((stage, fraction))
         if stage is Stage.RUNNING and fraction:
             self.first.set()
@@ -95,9 +93,7 @@ async def test_renders_tiny_models_end_to_end_in_the_child_process(models_dir: P
         assert changed.images[0].data != result.images[0].data
 
         several = (png(face_photo(seed=1)), png(face_photo(seed=2)))
-        jpeg = await backend.generate(
-            request(width=256, height=256, steps=1, faces=several), RecordingProgress()
-        )
+        jpeg = await backend.generate(request(width=256, height=256, steps=1, faces=several), RecordingProgress())
         assert jpeg.images[0].content_type == "image/jpeg"
 
         with pytest.raises(NoFaceError, match="photo 1 of 1"):

@@ -32,9 +32,7 @@ def test_timm_eva_clip_gives_cls_and_five_hidden_states(tmp_path: Path) -> None:
     assert [tuple(h.shape) for h in hidden] == [(2, 577, 1024)] * 5
 
 
-@pytest.mark.skipif(
-    not (MODELS / weights.FACE_PARSER_DIR).is_dir(), reason="needs the downloaded face parser"
-)
+@pytest.mark.skipif(not (MODELS / weights.FACE_PARSER_DIR).is_dir(), reason="needs the downloaded face parser")
 def test_bisenet_parser_labels_an_aligned_face() -> None:
     from engine.local.faces import BiSeNetParser
 

@@ -28,9 +28,7 @@ HW = latent_size(32, 32, 2)  # 32x32 pixels with the tiny VAE (scale 2) -> 16x16
 
 def prompt(seed: int = 0) -> PromptEmbedding:
     g = torch.Generator().manual_seed(seed)
-    return PromptEmbedding(
-        torch.randn(1, 6, 32, generator=g), torch.randn(1, 32, generator=g), torch.zeros(6, 3)
-    )
+    return PromptEmbedding(torch.randn(1, 6, 32, generator=g), torch.randn(1, 32, generator=g), torch.zeros(6, 3))
 
 
 def identity(seed: int) -> IdEmbedding:
@@ -158,8 +156,6 @@ def test_encode_prompt_with_tiny_text_encoders() -> None:
     a = encode_prompt(
         encoders, "a photo of person", max_sequence_length=8, device=torch.device("cpu"), dtype=torch.float32
     )
-    b = encode_prompt(
-        encoders, "a blurry city", max_sequence_length=8, device=torch.device("cpu"), dtype=torch.float32
-    )
+    b = encode_prompt(encoders, "a blurry city", max_sequence_length=8, device=torch.device("cpu"), dtype=torch.float32)
     assert a.text.shape == (1, 8, 32) and a.pooled.shape == (1, 32) and a.text_ids.shape == (8, 3)
     assert not torch.equal(a.text, b.text) and not torch.equal(a.pooled, b.pooled)

@@ -25,9 +25,7 @@ class FakeHub:
         files = []
         for path in sorted(p for p in base.rglob("*") if p.is_file()):
             data = path.read_bytes()
-            files.append(
-                RemoteFile(path.relative_to(base).as_posix(), len(data), hashlib.sha256(data).hexdigest())
-            )
+            files.append(RemoteFile(path.relative_to(base).as_posix(), len(data), hashlib.sha256(data).hexdigest()))
         return files
 
     def fetch(self, repo_id: str, path: str, destination: Path) -> None:
@@ -53,8 +51,7 @@ def hub_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     parser = tmp_path / "parsing_bisenet.pth"
     parser.write_bytes(b"parser")
     artifacts = tuple(
-        a if a.url is None else weights.Artifact(**{**a.__dict__, "url": parser.as_uri()})
-        for a in weights.MANIFEST
+        a if a.url is None else weights.Artifact(**{**a.__dict__, "url": parser.as_uri()}) for a in weights.MANIFEST
     )
     monkeypatch.setattr(weights, "MANIFEST", artifacts)
     # EVA's real size is pinned; the stand-in file is not 856 MB.
@@ -74,9 +71,7 @@ def test_download_fetches_the_manifest_verifies_and_check_passes(tmp_path: Path,
     hub = FakeHub(hub_root)
     written = download(models, "hf_token", events.append, hub=hub)
     assert models / weights.PULID_FILE in written
-    assert (
-        models / weights.FLUX_DIR / "transformer/diffusion_pytorch_model.safetensors"
-    ).read_bytes() == b"w"
+    assert (models / weights.FLUX_DIR / "transformer/diffusion_pytorch_model.safetensors").read_bytes() == b"w"
     assert not any("unwanted" in f for f in hub.fetched)
     assert (models / weights.FACE_PARSER_DIR / "parsing_bisenet.pth").read_bytes() == b"parser"
     assert [e.done for e in events[:2]] == [False, True]
@@ -106,9 +101,7 @@ def test_corrupt_download_is_deleted_and_raises(tmp_path: Path, hub_root: Path) 
 
 def test_pinned_size_mismatch_raises(tmp_path: Path, hub_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     artifacts = tuple(
-        weights.Artifact(**{**a.__dict__, "sizes": {"pulid_flux_v0.9.1.safetensors": 3}})
-        if a.target == "pulid"
-        else a
+        weights.Artifact(**{**a.__dict__, "sizes": {"pulid_flux_v0.9.1.safetensors": 3}}) if a.target == "pulid" else a
         for a in weights.MANIFEST
     )
     monkeypatch.setattr(weights, "MANIFEST", artifacts)

@@ -132,9 +132,7 @@ def tiny_text_parts(seed: int = 2) -> dict[str, Any]:
             pad_token_id=1,
         )
     ).eval()
-    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [
-        (f"▁{w}", -1.0 - i) for i, w in enumerate(words)
-    ]
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [(f"▁{w}", -1.0 - i) for i, w in enumerate(words)]
     t5_tokenizer = T5TokenizerFast(vocab=pieces, extra_ids=0)
     t5 = T5EncoderModel(
         T5Config(

@@ -65,13 +65,9 @@ def pulid(
     return FalPulidBackend(http_session, settings, timing=timing, retry=retry, timeouts=timeouts)
 
 
-async def test_flux_pulid_round_trip(
-    flux: FalFluxPulidBackend, fake_fal: FakeFal, clock: VirtualClock
-) -> None:
+async def test_flux_pulid_round_trip(flux: FalFluxPulidBackend, fake_fal: FakeFal, clock: VirtualClock) -> None:
     polls_when_stored: list[int] = []
-    progress = RecordingProgress(
-        on_submitted=lambda: polls_when_stored.append(len(fake_fal.requests("status")))
-    )
+    progress = RecordingProgress(on_submitted=lambda: polls_when_stored.append(len(fake_fal.requests("status"))))
 
     result = await flux.generate(request(), progress)
 
@@ -145,9 +141,7 @@ def test_capabilities_follow_fal_documentation(flux: FalFluxPulidBackend, pulid:
 
 async def test_pulid_sends_every_photo(pulid: FalPulidBackend, fake_fal: FakeFal) -> None:
     faces = (FACE, tiny_image("png", (24, 24)), tiny_image("webp", (20, 20)))
-    req = GenerationRequest(
-        prompt="oil painting", faces=faces, num_images=2, id_weight=1.5, mode="extreme style"
-    )
+    req = GenerationRequest(prompt="oil painting", faces=faces, num_images=2, id_weight=1.5, mode="extreme style")
     result = await pulid.generate(req, RecordingProgress())
     body = fake_fal.requests("submit")[0].json()
     assert fake_fal.requests("submit")[0].path == "/fal-ai/pulid"
@@ -163,12 +157,8 @@ async def test_pulid_sends_every_photo(pulid: FalPulidBackend, fake_fal: FakeFal
     assert result.spend_usd == pytest.approx(0.768 * 1.024 * 2 * 0.0333, rel=1e-3)
 
 
-async def test_submit_429_surfaces_retry_after_without_resending(
-    flux: FalFluxPulidBackend, fake_fal: FakeFal
-) -> None:
-    fake_fal.fail(
-        "submit", Fault(status=429, json={"detail": "Too many requests"}, headers={"Retry-After": "7"})
-    )
+async def test_submit_429_surfaces_retry_after_without_resending(flux: FalFluxPulidBackend, fake_fal: FakeFal) -> None:
+    fake_fal.fail("submit", Fault(status=429, json={"detail": "Too many requests"}, headers={"Retry-After": "7"}))
     progress = RecordingProgress()
     with pytest.raises(TransientError) as caught:
         await flux.generate(request(), progress)
@@ -185,9 +175,7 @@ async def test_submit_429_without_retry_after(flux: FalFluxPulidBackend, fake_fa
     assert caught.value.retry_after is None
 
 
-async def test_submit_503_is_transient_then_next_attempt_succeeds(
-    flux: FalFluxPulidBackend, fake_fal: FakeFal
-) -> None:
+async def test_submit_503_is_transient_then_next_attempt_succeeds(flux: FalFluxPulidBackend, fake_fal: FakeFal) -> None:
     fake_fal.fail(
         "submit",
         Fault(status=503, json={"detail": "runner unavailable"}, headers={"X-Fal-Retryable": "true"}),
@@ -199,9 +187,7 @@ async def test_submit_503_is_transient_then_next_attempt_succeeds(
     assert len(fake_fal.requests("submit")) == 2  # one POST per attempt
 
 
-async def test_submit_hang_is_unknown_outcome_and_never_resent(
-    flux: FalFluxPulidBackend, fake_fal: FakeFal
-) -> None:
+async def test_submit_hang_is_unknown_outcome_and_never_resent(flux: FalFluxPulidBackend, fake_fal: FakeFal) -> None:
     fake_fal.fail("submit", Fault(passthrough=True, hang_s=5))
     progress = RecordingProgress()
     with pytest.raises(UnknownOutcomeError) as caught:
@@ -212,9 +198,7 @@ async def test_submit_hang_is_unknown_outcome_and_never_resent(
     assert progress.refs == []
 
 
-async def test_submit_reset_after_sending_is_unknown_outcome(
-    flux: FalFluxPulidBackend, fake_fal: FakeFal
-) -> None:
+async def test_submit_reset_after_sending_is_unknown_outcome(flux: FalFluxPulidBackend, fake_fal: FakeFal) -> None:
     fake_fal.fail("submit", Fault(passthrough=True, drop=True))
     with pytest.raises(UnknownOutcomeError):
         await flux.generate(request(), RecordingProgress())
@@ -244,9 +228,7 @@ async def test_wrong_key_is_auth_error_and_key_stays_secret(
     assert secret not in caplog.text
 
 
-async def test_key_never_logged_on_success(
-    flux: FalFluxPulidBackend, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_key_never_logged_on_success(flux: FalFluxPulidBackend, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     await flux.generate(request(), RecordingProgress())
     assert caplog.records  # something was logged
@@ -290,9 +272,7 @@ async def test_expired_output(flux: FalFluxPulidBackend, fake_fal: FakeFal) -> N
     assert len(fake_fal.requests("cdn")) == 1  # an expired output is not retried
 
 
-async def test_malformed_status_is_retried(
-    flux: FalFluxPulidBackend, fake_fal: FakeFal, clock: VirtualClock
-) -> None:
+async def test_malformed_status_is_retried(flux: FalFluxPulidBackend, fake_fal: FakeFal, clock: VirtualClock) -> None:
     fake_fal.fail("status", malformed_json(), html_page(502))
     result = await flux.generate(request(), RecordingProgress())
     assert len(result.images) == 1
@@ -366,9 +346,7 @@ async def test_resume_polls_the_stored_request(flux: FalFluxPulidBackend, fake_f
     result = await flux.generate(request(), resumed)
     assert len(fake_fal.requests("submit")) == 1
     assert resumed.refs == []
-    assert {r.path for r in fake_fal.requests("status")} == {
-        f"/fal-ai/flux-pulid/requests/{ref.request_id}/status"
-    }
+    assert {r.path for r in fake_fal.requests("status")} == {f"/fal-ai/flux-pulid/requests/{ref.request_id}/status"}
     assert len(result.images) == 1
 
 
@@ -392,9 +370,7 @@ async def test_high_water_mark_under_a_semaphore(flux: FalFluxPulidBackend, fake
     assert fake_fal.in_flight == 0
 
 
-async def test_cancel_is_bounded_when_fal_does_not_answer(
-    flux: FalFluxPulidBackend, fake_fal: FakeFal
-) -> None:
+async def test_cancel_is_bounded_when_fal_does_not_answer(flux: FalFluxPulidBackend, fake_fal: FakeFal) -> None:
     fake_fal.script = FalScript(outcome=FalOutcome.STUCK)
     fake_fal.fail("cancel", Fault(status=202, json={"status": "CANCELLATION_REQUESTED"}, hang_s=30))
     task = asyncio.create_task(flux.generate(request(), RecordingProgress()))

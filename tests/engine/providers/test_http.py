@@ -133,9 +133,7 @@ class Plain(FakeProvider):
 
 async def test_output_fetch_forms(http_session: aiohttp.ClientSession, timing: Timing) -> None:
     async with Plain() as fake:
-        http = ProviderHttp(
-            http_session, Provider.FAL, auth={"Authorization": "Key x"}, secrets=["x"], timing=timing
-        )
+        http = ProviderHttp(http_session, Provider.FAL, auth={"Authorization": "Key x"}, secrets=["x"], timing=timing)
         png = tiny_image("png")
         url = fake.publish(png, "image/png")
         assert (await http.fetch_output(url)).data == png
@@ -159,9 +157,7 @@ async def test_transport_failures_on_polls_are_retried(
     )
     fake_fal.fail("status", Fault(drop=True), Fault(hang_s=5))
     fake_fal.fail("result", Fault(status=503, json={"detail": "busy"}))
-    result = await backend.generate(
-        GenerationRequest(prompt="p", faces=(tiny_image("jpeg"),)), RecordingProgress()
-    )
+    result = await backend.generate(GenerationRequest(prompt="p", faces=(tiny_image("jpeg"),)), RecordingProgress())
     assert len(result.images) == 1
     assert len(fake_fal.requests("submit")) == 1
     assert len(fake_fal.requests("result")) == 2
@@ -178,9 +174,7 @@ async def test_poll_retries_are_bounded(
     )
     fake_fal.fail("status", *[Fault(status=502, text="bad gateway") for _ in range(3)])
     with pytest.raises(TransientError):
-        await backend.generate(
-            GenerationRequest(prompt="p", faces=(tiny_image("jpeg"),)), RecordingProgress()
-        )
+        await backend.generate(GenerationRequest(prompt="p", faces=(tiny_image("jpeg"),)), RecordingProgress())
     assert len(fake_fal.requests("status")) == 3
     assert clock.sleeps == [0.75, 1.5]
 
@@ -189,12 +183,8 @@ async def test_spend_from_output_size_without_billing_header(
     http_session: aiohttp.ClientSession, fake_fal: FakeFal, timing: Timing
 ) -> None:
     fake_fal.script = FalScript(billable_units=False)
-    backend = FalFluxPulidBackend(
-        http_session, FalSettings(key=SecretStr(KEY), base_url=fake_fal.url), timing=timing
-    )
-    result = await backend.generate(
-        GenerationRequest(prompt="p", faces=(tiny_image("jpeg"),)), RecordingProgress()
-    )
+    backend = FalFluxPulidBackend(http_session, FalSettings(key=SecretStr(KEY), base_url=fake_fal.url), timing=timing)
+    result = await backend.generate(GenerationRequest(prompt="p", faces=(tiny_image("jpeg"),)), RecordingProgress())
     assert result.spend_usd == pytest.approx(16 * 12 / 1_000_000 * 0.0333, abs=1e-6)
 
 
@@ -208,8 +198,6 @@ async def test_unreachable_provider_is_transient_not_unknown(
         http_session, FalSettings(key=SecretStr("secret-fal-key"), base_url=url), timing=timing
     )
     with pytest.raises(TransientError) as caught:
-        await backend.generate(
-            GenerationRequest(prompt="p", faces=(tiny_image("jpeg"),)), RecordingProgress()
-        )
+        await backend.generate(GenerationRequest(prompt="p", faces=(tiny_image("jpeg"),)), RecordingProgress())
     assert "could not connect" in caught.value.detail
     assert "secret-fal-key" not in caplog.text and "secret-fal-key" not in str(caught.value)

@@ -79,9 +79,7 @@ def crash() -> None:
 
 async def test_round_trip(backend: ReplicateFluxPulidBackend, fake_replicate: FakeReplicate) -> None:
     polls_when_stored: list[int] = []
-    progress = RecordingProgress(
-        on_submitted=lambda: polls_when_stored.append(len(fake_replicate.requests("get")))
-    )
+    progress = RecordingProgress(on_submitted=lambda: polls_when_stored.append(len(fake_replicate.requests("get"))))
     result = await backend.generate(request(), progress)
 
     (create,) = fake_replicate.requests("create")
@@ -212,16 +210,12 @@ async def test_throttle_hint_becomes_retry_after(
 async def test_invalid_version_is_an_operator_problem(
     http_session: aiohttp.ClientSession, fake_replicate: FakeReplicate, timing: Timing
 ) -> None:
-    wrong = ReplicateFluxPulidBackend(
-        http_session, settings(fake_replicate, version="ab" * 32), timing=timing
-    )
+    wrong = ReplicateFluxPulidBackend(http_session, settings(fake_replicate, version="ab" * 32), timing=timing)
     with pytest.raises(AuthError):
         await wrong.generate(request(), RecordingProgress())
 
 
-async def test_input_validation_error(
-    backend: ReplicateFluxPulidBackend, fake_replicate: FakeReplicate
-) -> None:
+async def test_input_validation_error(backend: ReplicateFluxPulidBackend, fake_replicate: FakeReplicate) -> None:
     with pytest.raises(InvalidInputError) as caught:
         await backend.generate(request(steps=40), RecordingProgress())
     assert "num_steps" in caught.value.detail
@@ -239,9 +233,7 @@ async def test_without_version_unavailable_and_silent(
     assert fake_replicate.log == []
 
 
-async def test_cancel_reaches_replicate(
-    backend: ReplicateFluxPulidBackend, fake_replicate: FakeReplicate
-) -> None:
+async def test_cancel_reaches_replicate(backend: ReplicateFluxPulidBackend, fake_replicate: FakeReplicate) -> None:
     fake_replicate.script = ReplicateScript(stuck=True)
     progress = RecordingProgress()
     task = asyncio.create_task(backend.generate(request(), progress))
@@ -256,9 +248,7 @@ async def test_cancel_reaches_replicate(
     assert fake_replicate.predictions[progress.refs[0].request_id].status == "canceled"
 
 
-async def test_resume_without_new_prediction(
-    backend: ReplicateFluxPulidBackend, fake_replicate: FakeReplicate
-) -> None:
+async def test_resume_without_new_prediction(backend: ReplicateFluxPulidBackend, fake_replicate: FakeReplicate) -> None:
     first = RecordingProgress(on_submitted=crash)
     with pytest.raises(WorkerDied):
         await backend.generate(request(), first)
@@ -285,9 +275,7 @@ async def test_outputs_gone_after_an_hour(
         await backend.generate(request(), RecordingProgress(resume=ref))
 
 
-async def test_data_uri_outputs_decode(
-    backend: ReplicateFluxPulidBackend, fake_replicate: FakeReplicate
-) -> None:
+async def test_data_uri_outputs_decode(backend: ReplicateFluxPulidBackend, fake_replicate: FakeReplicate) -> None:
     fake_replicate.script = ReplicateScript(outcome=ReplicateOutcome.DATA_URI)
     result = await backend.generate(request(num_images=2), RecordingProgress())
     assert [image.content_type for image in result.images] == ["image/webp", "image/webp"]

@@ -69,9 +69,7 @@ async def test_image_answer(backend: SegmindFluxPulidBackend, fake_segmind: Fake
     assert result.spend_usd == pytest.approx(PRICE)
 
 
-async def test_parameters_map_to_wire_format(
-    backend: SegmindFluxPulidBackend, fake_segmind: FakeSegmind
-) -> None:
+async def test_parameters_map_to_wire_format(backend: SegmindFluxPulidBackend, fake_segmind: FakeSegmind) -> None:
     req = request(output_format="jpeg", steps=12, id_weight=2.0, seed=5, negative_prompt="text", true_cfg=3.0)
     assert backend.capabilities.check(backend.name, req) == []
     result = await backend.generate(req, RecordingProgress())
@@ -86,9 +84,7 @@ async def test_parameters_map_to_wire_format(
 
 
 @pytest.mark.parametrize("answer", [SegmindAnswer.JSON_BASE64, SegmindAnswer.JSON_URL])
-async def test_json_answers(
-    backend: SegmindFluxPulidBackend, fake_segmind: FakeSegmind, answer: SegmindAnswer
-) -> None:
+async def test_json_answers(backend: SegmindFluxPulidBackend, fake_segmind: FakeSegmind, answer: SegmindAnswer) -> None:
     fake_segmind.answer = answer
     result = await backend.generate(request(output_format="png"), RecordingProgress())
     assert result.images[0].content_type == "image/png"
@@ -158,9 +154,7 @@ async def test_hang_is_unknown_outcome(backend: SegmindFluxPulidBackend, fake_se
     assert fake_segmind.jobs == 1
 
 
-async def test_resume_is_refused_without_a_call(
-    backend: SegmindFluxPulidBackend, fake_segmind: FakeSegmind
-) -> None:
+async def test_resume_is_refused_without_a_call(backend: SegmindFluxPulidBackend, fake_segmind: FakeSegmind) -> None:
     ref = ProviderRef(backend=backend.name, request_id="unknown")
     with pytest.raises(UnknownOutcomeError):
         await backend.generate(request(), RecordingProgress(resume=ref))
@@ -177,9 +171,7 @@ async def test_wrong_key_is_auth_error_and_secret(
     http_session: aiohttp.ClientSession, fake_segmind: FakeSegmind, caplog: pytest.LogCaptureFixture
 ) -> None:
     secret = "sg-wrong-secret-987"
-    backend = SegmindFluxPulidBackend(
-        http_session, SegmindSettings(key=SecretStr(secret), base_url=fake_segmind.url)
-    )
+    backend = SegmindFluxPulidBackend(http_session, SegmindSettings(key=SecretStr(secret), base_url=fake_segmind.url))
     caplog.set_level(logging.DEBUG)
     with pytest.raises(AuthError) as caught:
         await backend.generate(request(), RecordingProgress())

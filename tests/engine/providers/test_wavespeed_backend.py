@@ -56,9 +56,7 @@ def crash() -> None:
 
 async def test_round_trip(backend: WaveSpeedFluxPulidBackend, fake_wavespeed: FakeWaveSpeed) -> None:
     polls_when_stored: list[int] = []
-    progress = RecordingProgress(
-        on_submitted=lambda: polls_when_stored.append(len(fake_wavespeed.requests("result")))
-    )
+    progress = RecordingProgress(on_submitted=lambda: polls_when_stored.append(len(fake_wavespeed.requests("result"))))
     result = await backend.generate(request(), progress)
 
     (upload,) = fake_wavespeed.requests("upload")
@@ -81,9 +79,7 @@ async def test_round_trip(backend: WaveSpeedFluxPulidBackend, fake_wavespeed: Fa
     assert result.spend_usd == pytest.approx(0.02)
 
 
-async def test_parameters_map_to_wire_format(
-    backend: WaveSpeedFluxPulidBackend, fake_wavespeed: FakeWaveSpeed
-) -> None:
+async def test_parameters_map_to_wire_format(backend: WaveSpeedFluxPulidBackend, fake_wavespeed: FakeWaveSpeed) -> None:
     req = request(width=768, height=1344, guidance=6.0, seed=99, output_format="png")
     assert backend.capabilities.check(backend.name, req) == []
     result = await backend.generate(req, RecordingProgress())
@@ -150,9 +146,7 @@ async def test_nsfw_flag_recorded(backend: WaveSpeedFluxPulidBackend, fake_waves
     assert result.images[0].nsfw is True
 
 
-async def test_base64_outputs_decode(
-    backend: WaveSpeedFluxPulidBackend, fake_wavespeed: FakeWaveSpeed
-) -> None:
+async def test_base64_outputs_decode(backend: WaveSpeedFluxPulidBackend, fake_wavespeed: FakeWaveSpeed) -> None:
     fake_wavespeed.script = WaveSpeedScript(outcome=WaveSpeedOutcome.BASE64)
     result = await backend.generate(request(output_format="webp"), RecordingProgress())
     assert result.images[0].content_type == "image/webp"
@@ -179,9 +173,7 @@ async def test_balance_failure_in_envelope_is_out_of_credit(
         await backend.generate(request(), RecordingProgress())
 
 
-async def test_invalid_size_is_invalid_input(
-    backend: WaveSpeedFluxPulidBackend, fake_wavespeed: FakeWaveSpeed
-) -> None:
+async def test_invalid_size_is_invalid_input(backend: WaveSpeedFluxPulidBackend, fake_wavespeed: FakeWaveSpeed) -> None:
     with pytest.raises(InvalidInputError) as caught:
         await backend.generate(request(width=2048), RecordingProgress())
     assert "size" in caught.value.detail
@@ -207,14 +199,10 @@ async def test_resume_uploads_and_submits_nothing(
     await backend.generate(request(), RecordingProgress(resume=ref))
     assert len(fake_wavespeed.requests("submit")) == 1
     assert len(fake_wavespeed.requests("upload")) == 1
-    assert {r.path for r in fake_wavespeed.requests("result")} == {
-        f"/api/v3/predictions/{ref.request_id}/result"
-    }
+    assert {r.path for r in fake_wavespeed.requests("result")} == {f"/api/v3/predictions/{ref.request_id}/result"}
 
 
-async def test_cancellation_is_reraised(
-    backend: WaveSpeedFluxPulidBackend, fake_wavespeed: FakeWaveSpeed
-) -> None:
+async def test_cancellation_is_reraised(backend: WaveSpeedFluxPulidBackend, fake_wavespeed: FakeWaveSpeed) -> None:
     fake_wavespeed.script = WaveSpeedScript(stuck=True)
     task = asyncio.create_task(backend.generate(request(), RecordingProgress()))
     await eventually(lambda: len(fake_wavespeed.requests("result")) >= 2)

@@ -202,65 +202,73 @@ def get(*, session: Connection, job_id: str) -> Job | None:
     return None if row is None else to_job(row)
 
 
-_other = t.jobs.alias("other")
-_RUNNING_OF_OWNER = (
-    select(func.count())
-    .select_from(_other)
-    .where(_other.c.user_id == _j.user_id, _other.c.state == literal_column("'running'"))
-    .scalar_subquery()
-)
 _CAP = func.coalesce(_u.running_cap, bindparam("default_cap"))
 _CANDIDATE = (
-    select(_j.id, _j.user_id, _CAP.label("cap"))
+    select(_j.id, _j.user_id)
     .join(t.users, _u.id == _j.user_id)
     .where(
         QUEUED,
         _j.run_after <= bindparam("now"),
-        _RUNNING_OF_OWNER < _CAP,
+        _u.running < _CAP,
         _j.user_id.not_in(bindparam("excluded", expanding=True)),
     )
     .order_by(_j.fair_key, _j.created_at, _j.id)
     .limit(1)
     .with_for_update(of=t.jobs, skip_locked=True)
 )
-_LOCK_USER = select(_u.id).where(_u.id == bindparam("uid")).with_for_update()
-_RUNNING_COUNT = (
-    select(func.count())
-    .select_from(t.jobs)
-    .where(_j.user_id == bindparam("uid"), _j.state == literal_column("'running'"))
+# Taking a running slot is conditional on the counter under the user row's lock, so concurrent claimers
+# of one user's jobs cannot pass the cap together.
+_TAKE_SLOT = update(t.users).where(_u.id == bindparam("uid"), _u.running < _CAP).values(running=_u.running + 1)
+_START = dict(
+    state=JobState.RUNNING,
+    attempt=_j.attempt + 1,
+    lease_owner=bindparam("worker"),
+    lease_until=bindparam("lease_end"),
+    started_at=func.coalesce(_j.started_at, bindparam("now")),
+    updated_at=bindparam("now"),
 )
-_CLAIM = (
-    update(t.jobs)
-    .where(_j.id == bindparam("job"), QUEUED)
-    .values(
-        state=JobState.RUNNING,
-        attempt=_j.attempt + 1,
-        lease_owner=bindparam("worker"),
-        lease_until=bindparam("lease_end"),
-        started_at=func.coalesce(_j.started_at, bindparam("now")),
-        updated_at=bindparam("now"),
-    )
-    .returning(*t.jobs.c)
+_CLAIM = update(t.jobs).where(_j.id == bindparam("job"), QUEUED).values(**_START).returning(*t.jobs.c)
+
+# PostgreSQL does the whole claim in one statement (one round trip, no explicit transaction): pick the
+# candidate skipping rows other claimers hold, take the user's slot (re-checked on the newest row version
+# if another claimer got there first), start the job. No slot, no start: the statement returns nothing.
+_pg_candidate = _CANDIDATE.cte("candidate")
+_pg_slot = (
+    update(t.users)
+    .where(_u.id == _pg_candidate.c.user_id, _u.running < _CAP)
+    .values(running=_u.running + 1)
+    .returning(_u.id)
+    .cte("slot")
 )
+_PG_CLAIM = (
+    update(t.jobs).where(_j.id == _pg_candidate.c.id, _j.user_id == _pg_slot.c.id).values(**_START).returning(*t.jobs.c)
+)
+_PG_CANDIDATE_USER = select(_CANDIDATE.subquery().c.user_id)
 
 
 def claim(*, session: Connection, worker: str, lease_s: float, running_cap: int, now: float) -> Job | None:
-    """Take the fairest runnable job: queued, due, and its owner under their running cap."""
+    """Take the fairest runnable job: queued, due, and its owner under their running cap.
+
+    On PostgreSQL this is a single statement, safe to run outside an explicit transaction.
+    """
+    values = {"now": now, "default_cap": running_cap, "worker": worker, "lease_end": now + lease_s}
     excluded: list[int] = []
     for _ in range(8):
-        candidate = session.execute(_CANDIDATE, {"now": now, "default_cap": running_cap, "excluded": excluded}).first()
+        if _is_postgres(session):
+            claimed = session.execute(_PG_CLAIM, {**values, "excluded": excluded}).first()
+            if claimed is not None:
+                return to_job(claimed)
+            # Nothing claimed: the queue is empty, or the head's owner just reached their cap.
+            blocked = session.execute(_PG_CANDIDATE_USER, {**values, "excluded": excluded}).scalar()
+            if blocked is None:
+                return None
+            excluded.append(blocked)
+            continue
+        candidate = session.execute(_CANDIDATE, {**values, "excluded": excluded}).first()
         if candidate is None:
             return None
-        if _is_postgres(session):
-            # Claimers on other connections may be starting this user's jobs right now: serialize on
-            # the user row, then count again with a fresh snapshot. (SQLite writers are serial already.)
-            session.execute(_LOCK_USER, {"uid": candidate.user_id})
-            if session.execute(_RUNNING_COUNT, {"uid": candidate.user_id}).scalar_one() >= candidate.cap:
-                excluded.append(candidate.user_id)
-                continue
-        claimed = session.execute(
-            _CLAIM, {"job": candidate.id, "worker": worker, "lease_end": now + lease_s, "now": now}
-        ).first()
+        session.execute(_TAKE_SLOT, {"uid": candidate.user_id, "default_cap": running_cap})
+        claimed = session.execute(_CLAIM, {**values, "job": candidate.id}).first()
         if claimed is not None:
             return to_job(claimed)
     return None
@@ -305,17 +313,21 @@ _CHARGE = (
     .values(
         reserved=_u.reserved - bindparam("amount"),
         credits=case((_u.unlimited, _u.credits), else_=_u.credits - bindparam("amount")),
+        running=_u.running - 1,
     )
 )
-# A refunded job gives back its daily slot too, if it is still the same UTC day.
+# A refunded job gives back its daily slot too, if it is still the same UTC day, and its running slot
+# if it was running.
 _REFUND = (
     update(t.users)
     .where(_u.id == bindparam("uid"))
     .values(
         reserved=_u.reserved - bindparam("amount"),
         day_jobs=case((and_(_u.day == bindparam("job_day"), _u.day_jobs > 0), _u.day_jobs - 1), else_=_u.day_jobs),
+        running=_u.running - bindparam("was_running"),
     )
 )
+_RELEASE_SLOT = update(t.users).where(_u.id == bindparam("uid")).values(running=_u.running - 1)
 
 
 def _finish(
@@ -401,7 +413,7 @@ def fail(
     row = _finish(session, job_id, attempt, JobState.FAILED, now, reason=reason, detail=detail, spend_usd=spend_usd)
     if row is None:
         return False
-    _refund(session, job_id, row.user_id, row.cost, row.created_at, now)
+    _refund(session, job_id, row.user_id, row.cost, row.created_at, now, was_running=True)
     add_event(session=session, job_id=job_id, kind="failed", now=now, data={"reason": reason})
     return True
 
@@ -409,7 +421,7 @@ def fail(
 def retry_later(*, session: Connection, job_id: str, attempt: int, run_after: float, reason: str, now: float) -> bool:
     """running → queued until ``run_after`` (the next claim starts a new attempt)."""
     j = t.jobs.c
-    result = session.execute(
+    row = session.execute(
         update(t.jobs)
         .where(j.id == job_id, j.attempt == attempt, j.state == JobState.RUNNING, j.cancel_requested.is_(False))
         .values(
@@ -420,9 +432,11 @@ def retry_later(*, session: Connection, job_id: str, attempt: int, run_after: fl
             error=reason,
             updated_at=now,
         )
-    )
-    if result.rowcount == 0:
+        .returning(j.user_id)
+    ).first()
+    if row is None:
         return False
+    session.execute(_RELEASE_SLOT, {"uid": row.user_id})
     add_event(session=session, job_id=job_id, kind="retry", now=now, data={"reason": reason})
     return True
 
@@ -445,7 +459,7 @@ def cancel(*, session: Connection, job_id: str, now: float) -> CancelOutcome:
         )
     ).first()
     if row is not None:
-        _refund(session, job_id, row.user_id, row.cost, row.created_at, now)
+        _refund(session, job_id, row.user_id, row.cost, row.created_at, now, was_running=False)
         add_event(session=session, job_id=job_id, kind="cancelled", now=now)
         return CancelOutcome.CANCELLED
     requested = session.execute(
@@ -459,7 +473,7 @@ def finish_cancelled(*, session: Connection, job_id: str, attempt: int, now: flo
     row = _finish(session, job_id, attempt, JobState.CANCELLED, now, reason="cancelled")
     if row is None:
         return False
-    _refund(session, job_id, row.user_id, row.cost, row.created_at, now)
+    _refund(session, job_id, row.user_id, row.cost, row.created_at, now, was_running=True)
     add_event(session=session, job_id=job_id, kind="cancelled", now=now)
     return True
 
@@ -469,7 +483,7 @@ def expire_leases(*, session: Connection, now: float, limit: int = 100) -> list[
     j = t.jobs.c
     expired = (
         session.execute(
-            select(j.id, j.attempt, j.max_attempts, j.cancel_requested, j.deadline_at)
+            select(j.id, j.user_id, j.attempt, j.max_attempts, j.cancel_requested, j.deadline_at)
             .where(j.state == JobState.RUNNING, j.lease_until < now)
             .limit(limit)
         )
@@ -488,6 +502,7 @@ def expire_leases(*, session: Connection, now: float, limit: int = 100) -> list[
             )
             done = result.rowcount == 1
             if done:
+                session.execute(_RELEASE_SLOT, {"uid": row.user_id})
                 add_event(session=session, job_id=row.id, kind="lease_expired", now=now)
         if done:
             handled.append(row.id)
@@ -597,8 +612,12 @@ def add_blob_ref(*, session: Connection, blob_key: str, owner: str) -> None:
     session.execute(_insert(session, t.blob_refs).values(blob_key=blob_key, owner=owner).on_conflict_do_nothing())
 
 
-def _refund(session: Connection, job_id: str, user_id: int, cost: int, created_at: float, now: float) -> None:
-    session.execute(_REFUND, {"uid": user_id, "amount": cost, "job_day": utc_day(created_at)})
+def _refund(
+    session: Connection, job_id: str, user_id: int, cost: int, created_at: float, now: float, *, was_running: bool
+) -> None:
+    session.execute(
+        _REFUND, {"uid": user_id, "amount": cost, "job_day": utc_day(created_at), "was_running": int(was_running)}
+    )
     record_entry(session, user_id, job_id, LedgerKind.REFUND, cost, now)
 
 

@@ -32,6 +32,7 @@ class User(SQLModel, table=True):
     unlimited: bool = False
     credits: int = 0
     reserved: int = 0
+    running: int = 0  # jobs of this user now running: the claim's running-cap check reads it under a row lock
     daily_jobs_limit: int | None = None
     running_cap: int | None = None
     day: str = Field(default="", max_length=10)  # UTC date the day_jobs counter belongs to

@@ -12,7 +12,7 @@ from sqlalchemy.engine import Connection
 
 from storage import tables as t
 from storage.models import User
-from storage.states import UNFINISHED_STATES, LedgerKind, Tier
+from storage.states import UNFINISHED_STATES, JobState, LedgerKind, Tier
 
 GLOBAL_SCOPE = "global"
 _LEDGER_INSERT = t.ledger.insert()
@@ -80,6 +80,7 @@ def ensure_user(
             unlimited=unlimited,
             credits=welcome_credits,
             reserved=0,
+            running=0,
             day="",
             day_jobs=0,
             last_vfinish=0.0,
@@ -154,7 +155,7 @@ class Drift:
 def reconcile(*, session: Connection) -> list[Drift]:
     """Check the quota invariants; an empty list means the books balance.
 
-    - a user's ``reserved`` equals the cost of their unfinished jobs;
+    - a user's ``reserved`` equals the cost of their unfinished jobs, ``running`` their running jobs;
     - every job has one reserve, and once finished exactly one commit or refund (none before);
     - a user's ``credits`` equal their grants and adjustments minus their commits.
     """
@@ -166,14 +167,25 @@ def reconcile(*, session: Connection) -> list[Drift]:
         .group_by(j.user_id)
         .subquery()
     )
+    running = (
+        select(j.user_id, func.count().label("jobs")).where(j.state == JobState.RUNNING).group_by(j.user_id).subquery()
+    )
     rows = session.execute(
-        select(u.id, u.reserved, func.coalesce(in_flight.c.cost, 0).label("cost")).outerjoin(
-            in_flight, in_flight.c.user_id == u.id
+        select(
+            u.id,
+            u.reserved,
+            u.running,
+            func.coalesce(in_flight.c.cost, 0).label("cost"),
+            func.coalesce(running.c.jobs, 0).label("running_jobs"),
         )
+        .outerjoin(in_flight, in_flight.c.user_id == u.id)
+        .outerjoin(running, running.c.user_id == u.id)
     )
     for row in rows:
         if int(row.reserved) != int(row.cost):
             drift.append(Drift("reserved", row.id, None, int(row.cost), int(row.reserved)))
+        if int(row.running) != int(row.running_jobs):
+            drift.append(Drift("running", row.id, None, int(row.running_jobs), int(row.running)))
 
     settled = (
         select(led.job_id, func.count().label("n"))

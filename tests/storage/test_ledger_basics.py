@@ -185,3 +185,14 @@ async def test_delivery_marked_once(db: Database) -> None:
     assert [job.id for job in pending] == ["d"]
     assert await db.write(jobs.mark_delivery, job_id="d", state=DeliveryState.DELIVERED, path="reply", now=1002.0)
     assert not await db.write(jobs.mark_delivery, job_id="d", state=DeliveryState.DELIVERED, path="reply", now=1003.0)
+
+
+async def test_concurrent_claimers_never_pass_the_running_cap(db: Database) -> None:
+    user = await new_user(db, credits=100)
+    for i in range(10):
+        await submit(db, f"cap{i}", user)
+    claims = await asyncio.gather(
+        *(db.write_lossy(jobs.claim, worker=f"w{n}", lease_s=30, running_cap=2, now=1001.0) for n in range(10))
+    )
+    assert len([job for job in claims if job is not None]) == 2
+    assert await drift(db) == []

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-21 17:26:59.698088
+Create Date: 2026-11-21 17:52:55.807176
 """
 
 from collections.abc import Sequence
@@ -87,6 +87,7 @@ def upgrade() -> None:
         sa.Column("unlimited", sa.Boolean(), nullable=False),
         sa.Column("credits", sa.Integer(), nullable=False),
         sa.Column("reserved", sa.Integer(), nullable=False),
+        sa.Column("running", sa.Integer(), nullable=False),
         sa.Column("daily_jobs_limit", sa.Integer(), nullable=True),
         sa.Column("running_cap", sa.Integer(), nullable=True),
         sa.Column("day", sqlmodel.sql.sqltypes.AutoString(length=10), nullable=False),
@@ -204,9 +205,7 @@ def downgrade() -> None:
         batch_op.drop_index("ix_jobs_user_state")
         batch_op.drop_index("ix_jobs_state_lease")
         batch_op.drop_index(
-            "ix_jobs_queue",
-            sqlite_where=sa.text("state = 'queued'"),
-            postgresql_where=sa.text("state = 'queued'"),
+            "ix_jobs_queue", sqlite_where=sa.text("state = 'queued'"), postgresql_where=sa.text("state = 'queued'")
         )
         batch_op.drop_index(
             "ix_jobs_delivery",

@@ -63,9 +63,7 @@ class Progress(Protocol):
     async def submitted(self, ref: ProviderRef) -> None:
         """Persist the provider's request id; must be awaited before waiting on the provider."""
 
-    async def update(
-        self, stage: Stage, *, queue_position: int | None = None, fraction: float | None = None
-    ) -> None:
+    async def update(self, stage: Stage, *, queue_position: int | None = None, fraction: float | None = None) -> None:
         """Report the backend's queue position or rendering progress (latest value wins)."""
 
 

@@ -51,9 +51,7 @@ class JobMetrics(Protocol):
 class TokenBucket:
     """Submits per minute for one backend; ``take`` waits for a token."""
 
-    def __init__(
-        self, per_minute: float, clock: Callable[[], float], sleep: Callable[[float], Awaitable[None]]
-    ):
+    def __init__(self, per_minute: float, clock: Callable[[], float], sleep: Callable[[float], Awaitable[None]]):
         self.rate = per_minute / 60.0
         self.capacity = max(1.0, per_minute / 60.0)
         self.tokens = self.capacity
@@ -111,13 +109,9 @@ class _JobProgress:
         if not stored:
             log.warning("request %s stored after the job moved on", ref.request_id, extra={"job_id": job.id})
 
-    async def update(
-        self, stage: Stage, *, queue_position: int | None = None, fraction: float | None = None
-    ) -> None:
+    async def update(self, stage: Stage, *, queue_position: int | None = None, fraction: float | None = None) -> None:
         kind = ProgressKind.PROVIDER_QUEUE if stage is Stage.QUEUED else ProgressKind.RENDERING
-        self._dispatcher.hub.publish(
-            JobProgress(self._run.job.id, kind, self._backend, queue_position, fraction)
-        )
+        self._dispatcher.hub.publish(JobProgress(self._run.job.id, kind, self._backend, queue_position, fraction))
 
 
 class Dispatcher:
@@ -145,22 +139,16 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._backend_slots = {
-            name: asyncio.Semaphore(
-                settings.backend_concurrency.get(name, settings.default_backend_concurrency)
-            )
+            name: asyncio.Semaphore(settings.backend_concurrency.get(name, settings.default_backend_concurrency))
             for name in router.backends
         }
         self._buckets = {
-            name: TokenBucket(rate, clock, sleep)
-            for name, rate in settings.rate_per_minute.items()
-            if rate > 0
+            name: TokenBucket(rate, clock, sleep) for name, rate in settings.rate_per_minute.items() if rate > 0
         }
 
     @staticmethod
     def breakers_for(names: list[str], settings: DispatchSettings) -> dict[str, CircuitBreaker]:
-        return {
-            name: CircuitBreaker(settings.breaker_threshold, settings.breaker_cooldown_s) for name in names
-        }
+        return {name: CircuitBreaker(settings.breaker_threshold, settings.breaker_cooldown_s) for name in names}
 
     def notify(self) -> None:
         """A job was submitted in this process: look for work now instead of at the next poll."""
@@ -314,9 +302,7 @@ class Dispatcher:
                 last = exc
                 if exc.kind in USER_FAILURES or exc.kind is FailureKind.UNKNOWN_OUTCOME:
                     raise
-                log.warning(
-                    "backend %s failed (%s); failing over", backend.name, exc.kind, extra={"job_id": job.id}
-                )
+                log.warning("backend %s failed (%s); failing over", backend.name, exc.kind, extra={"job_id": job.id})
         assert last is not None
         raise last
 
@@ -367,9 +353,7 @@ class Dispatcher:
                 if breaker is not None and not breaker.allows():
                     raise
                 delay = self._backoff(tries, exc.retry_after)
-                log.info(
-                    "transient failure on %s, retry in %.1fs", backend.name, delay, extra={"job_id": job.id}
-                )
+                log.info("transient failure on %s, retry in %.1fs", backend.name, delay, extra={"job_id": job.id})
                 await self.sleep(delay)
                 # The provider never accepted the submit, so the next try starts a new request.
                 continue

@@ -122,9 +122,7 @@ class _StoreCollector(Collector):
             "Queued jobs, including those waiting out a retry.",
             value=counts.queue_depth,
         )
-        yield GaugeMetricFamily(
-            "likeness_queue_due", "Queued jobs a worker could claim now.", value=counts.queue_due
-        )
+        yield GaugeMetricFamily("likeness_queue_due", "Queued jobs a worker could claim now.", value=counts.queue_due)
         yield GaugeMetricFamily(
             "likeness_queue_oldest_age_seconds",
             "How long the longest-waiting queued job has waited.",

@@ -24,9 +24,7 @@ class BreakerState(StrEnum):
 class CircuitBreaker:
     """Opens after ``threshold`` consecutive failures; after ``cooldown`` lets one trial through."""
 
-    def __init__(
-        self, threshold: int, cooldown_s: float, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, threshold: int, cooldown_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.threshold = threshold
         self.cooldown_s = cooldown_s
         self.clock = clock

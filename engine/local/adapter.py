@@ -144,9 +144,7 @@ def config_from_shapes(
             id_dim=id_dim,
             vit_dim=vit_dim,
         ),
-        cross_attention=CrossAttentionConfig(
-            dim=ca_dim, kv_dim=ca_kv_dim, dim_head=ca_inner // heads, heads=heads
-        ),
+        cross_attention=CrossAttentionConfig(dim=ca_dim, kv_dim=ca_kv_dim, dim_head=ca_inner // heads, heads=heads),
         num_double_blocks=num_double_blocks,
         num_single_blocks=num_single_blocks,
     )

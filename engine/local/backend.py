@@ -120,9 +120,7 @@ class LocalBackend:
             output_format=request.output_format or _default("output_format"),
             output_quality=int(request.output_quality or _default("output_quality")),
             max_sequence_length=int(
-                request.max_sequence_length
-                or self.settings.max_sequence_length
-                or _default("max_sequence_length")
+                request.max_sequence_length or self.settings.max_sequence_length or _default("max_sequence_length")
             ),
         )
 

@@ -106,9 +106,7 @@ class IDFormer(nn.Module):
         self.latents = nn.Parameter(torch.randn(1, cfg.num_queries, cfg.dim) * cfg.dim**-0.5)
         self.proj_out = nn.Parameter(cfg.dim**-0.5 * torch.randn(cfg.dim, cfg.output_dim))
         self.layers = nn.ModuleList(
-            nn.ModuleList(
-                [PerceiverAttention(cfg.dim, cfg.dim_head, cfg.heads), _feed_forward(cfg.dim, cfg.ff_mult)]
-            )
+            nn.ModuleList([PerceiverAttention(cfg.dim, cfg.dim_head, cfg.heads), _feed_forward(cfg.dim, cfg.ff_mult)])
             for _ in range(cfg.depth)
         )
         for i in range(cfg.groups):

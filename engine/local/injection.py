@@ -68,13 +68,10 @@ class IdentityInjection:
         """Register a hook after each planned block of a diffusers ``FluxTransformer2DModel``."""
         if self._blocks:
             raise RuntimeError("the identity injection is already attached")
-        plan = InsertionPlan.for_blocks(
-            len(transformer.transformer_blocks), len(transformer.single_transformer_blocks)
-        )
+        plan = InsertionPlan.for_blocks(len(transformer.transformer_blocks), len(transformer.single_transformer_blocks))
         if plan.count != len(self.adapter.pulid_ca):
             raise ValueError(
-                f"the adapter has {len(self.adapter.pulid_ca)} cross-attentions, the transformer needs "
-                f"{plan.count}"
+                f"the adapter has {len(self.adapter.pulid_ca)} cross-attentions, the transformer needs {plan.count}"
             )
         blocks = [transformer.transformer_blocks[i] for i in plan.double_blocks]
         blocks += [transformer.single_transformer_blocks[i] for i in plan.single_blocks]

@@ -140,9 +140,7 @@ class Renderer:
 
                 if stop():
                     raise RenderCancelled
-                noise = initial_noise(
-                    job.seed + k, channels, *latent_hw, device=self.device, dtype=self.dtype
-                )
+                noise = initial_noise(job.seed + k, channels, *latent_hw, device=self.device, dtype=self.dtype)
                 latents.append(
                     denoise(
                         self.transformer,

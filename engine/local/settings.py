@@ -33,6 +33,4 @@ class LocalSettings(BaseModel):
     max_sequence_length: int = Field(128, ge=1, le=512)
     compile: bool = False
     startup_timeout_s: float = Field(900.0, gt=0)
-    cancel_grace_s: float = Field(
-        10.0, ge=0, description="wait for a cancelled render to stop before killing"
-    )
+    cancel_grace_s: float = Field(10.0, ge=0, description="wait for a cancelled render to stop before killing")

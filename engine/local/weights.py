@@ -171,9 +171,7 @@ class HuggingFaceHub:
         from huggingface_hub import hf_hub_download
 
         with _staging(destination) as staging:
-            local = hf_hub_download(
-                repo_id, path, local_dir=staging, token=self._token, endpoint=self._endpoint
-            )
+            local = hf_hub_download(repo_id, path, local_dir=staging, token=self._token, endpoint=self._endpoint)
             shutil.move(local, destination)
 
 
@@ -292,9 +290,7 @@ def check(models_dir: Path, *, deep: bool = False) -> list[Problem]:
         if not path.is_file():
             problems.append(Problem(artifact_name, path, "missing"))
         elif path.stat().st_size != entry["size"]:
-            problems.append(
-                Problem(artifact_name, path, f"size {path.stat().st_size}, expected {entry['size']}")
-            )
+            problems.append(Problem(artifact_name, path, f"size {path.stat().st_size}, expected {entry['size']}"))
         elif deep and sha256_of(path) != entry["sha256"]:
             problems.append(Problem(artifact_name, path, f"sha256 differs from {entry['sha256']}"))
     return problems

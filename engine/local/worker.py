@@ -84,9 +84,7 @@ def child_main(conn: Connection, cancel: Any, settings: LocalSettings, factory: 
             return
         job: RenderJob = message[1]
         try:
-            images = renderer.render(
-                job, on_progress=lambda f: conn.send(("progress", f)), should_stop=cancel.is_set
-            )
+            images = renderer.render(job, on_progress=lambda f: conn.send(("progress", f)), should_stop=cancel.is_set)
         except RenderCancelled:
             conn.send(("cancelled",))
         except NoFaceError as exc:
@@ -143,9 +141,7 @@ class EngineProcess:
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None and self._process.is_alive() else None
 
-    async def render(
-        self, job: RenderJob, on_progress: Callable[[float], Awaitable[None]]
-    ) -> list[RenderedImage]:
+    async def render(self, job: RenderJob, on_progress: Callable[[float], Awaitable[None]]) -> list[RenderedImage]:
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
@@ -206,9 +202,7 @@ class EngineProcess:
                             await self._reap()
                         return
         except (TimeoutError, _ChildGone):
-            logger.warning(
-                "cancelled render did not stop within %.0f s; killing the engine process", self._grace_s
-            )
+            logger.warning("cancelled render did not stop within %.0f s; killing the engine process", self._grace_s)
             await self._kill()
 
     async def _start(self) -> None:

@@ -208,9 +208,7 @@ class FalQueueBackend:
             raise ProtocolError(f"{self.name} request {ref.request_id} has no {kind} URL")
         return url
 
-    async def _wait(
-        self, ref: ProviderRef, request: GenerationRequest, progress: Progress
-    ) -> GenerationResult:
+    async def _wait(self, ref: ProviderRef, request: GenerationRequest, progress: Progress) -> GenerationResult:
         status_url = self._url(ref, "status")
         last: tuple[str, int | None] | None = None
 
@@ -234,9 +232,7 @@ class FalQueueBackend:
         final = await poll_until(step, schedule=self.schedule, timing=self._http.timing, what=self.name)
         if final.error_type == "client_cancelled":
             raise ProviderFailedError(f"{self.name} request {ref.request_id} was cancelled at the provider")
-        reply, result = await self._http.call(
-            "GET", self._url(ref, "response"), what="result", parse=_parse_result
-        )
+        reply, result = await self._http.call("GET", self._url(ref, "response"), what="result", parse=_parse_result)
         if final.error:
             # The result answered 2xx although the status carried an error: trust the status.
             message = self._http.clean(final.error)

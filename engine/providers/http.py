@@ -174,9 +174,7 @@ _CREDIT_WORDS = re.compile(
     re.IGNORECASE,
 )
 _CONTENT_WORDS = re.compile(r"nsfw|content polic|safety|inappropriate|sensitive content", re.IGNORECASE)
-_FACE_WORDS = re.compile(
-    r"no face|face not (found|detected)|could not (find|detect) (a |any )?face", re.IGNORECASE
-)
+_FACE_WORDS = re.compile(r"no face|face not (found|detected)|could not (find|detect) (a |any )?face", re.IGNORECASE)
 _RESETS_IN = re.compile(r"resets in ~?\s*(\d+(?:\.\d+)?)\s*s", re.IGNORECASE)
 
 
@@ -424,9 +422,7 @@ class ProviderHttp:
 
     def error_for(self, reply: Reply, *, submit: bool, where: str) -> BackendError:
         message = self.clean(_body_message(reply))
-        return classify_status(
-            self.provider, reply.status, message, reply.headers, submit=submit, where=where
-        )
+        return classify_status(self.provider, reply.status, message, reply.headers, submit=submit, where=where)
 
     async def submit(
         self,
@@ -440,9 +436,7 @@ class ProviderHttp:
             reply = await self._send("POST", url, limit_s=self.timeouts.submit_s, json_body=json_body)
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             # Nothing reached the provider, so sending again later is safe.
-            raise TransientError(
-                f"{self.provider} {what}: could not connect ({type(exc).__name__})"
-            ) from None
+            raise TransientError(f"{self.provider} {what}: could not connect ({type(exc).__name__})") from None
         except (TimeoutError, aiohttp.ClientError) as exc:
             log.warning("%s %s: outcome unknown after sending (%s)", self.provider, what, type(exc).__name__)
             raise UnknownOutcomeError(

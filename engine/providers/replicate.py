@@ -239,9 +239,7 @@ class ReplicateFluxPulidBackend:
         log.info("%s cancelling prediction %s", self.name, ref.request_id)
         await self._http.cancel("POST", url)
 
-    async def _wait(
-        self, ref: ProviderRef, request: GenerationRequest, progress: Progress
-    ) -> GenerationResult:
+    async def _wait(self, ref: ProviderRef, request: GenerationRequest, progress: Progress) -> GenerationResult:
         url = ref.urls.get("get") or f"{self.settings.base_url}/v1/predictions/{ref.request_id}"
         last: str | None = None
 

@@ -142,9 +142,7 @@ class SegmindFluxPulidBackend:
             try:
                 payload = json.loads(reply.body)
             except (ValueError, UnicodeDecodeError):
-                raise ProtocolError(
-                    "segmind answer is not valid JSON; the call may have been billed"
-                ) from None
+                raise ProtocolError("segmind answer is not valid JSON; the call may have been billed") from None
             refs = _image_refs(payload)
             if not refs:
                 message = self._http.clean(provider_message(payload))

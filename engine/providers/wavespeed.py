@@ -196,9 +196,7 @@ class WaveSpeedFluxPulidBackend:
         result_url = f"{self.settings.base_url}/api/v3/predictions/{task.id}/result"
         return ProviderRef(backend=self.name, request_id=task.id, urls={"get": result_url})
 
-    async def _wait(
-        self, ref: ProviderRef, request: GenerationRequest, progress: Progress
-    ) -> GenerationResult:
+    async def _wait(self, ref: ProviderRef, request: GenerationRequest, progress: Progress) -> GenerationResult:
         url = ref.urls.get("get") or f"{self.settings.base_url}/api/v3/predictions/{ref.request_id}/result"
         last: str | None = None
 

@@ -27,11 +27,12 @@ from storage.blobs import LocalBlobStore
 from storage.db import Database
 from storage.settings import QueueSettings
 
-
 EXTRA_BATCHES = 8
 
 
-async def run_batch(db: Database, dispatcher: Dispatcher, hub: ProgressHub, users: list[int], face: str, n: int, tag: str) -> tuple[float, list[float]]:
+async def run_batch(
+    db: Database, dispatcher: Dispatcher, hub: ProgressHub, users: list[int], face: str, n: int, tag: str
+) -> tuple[float, list[float]]:
     started: dict[str, float] = {}
     overhead: list[float] = []
 
@@ -45,7 +46,9 @@ async def run_batch(db: Database, dispatcher: Dispatcher, hub: ProgressHub, user
     for i in range(n):
         await db.write(
             jobs.submit,
-            job=jobs.NewJob(id=f"{tag}-{i}", user_id=users[i % len(users)], params={"prompt": "p"}, cost=1, face_keys=[face]),
+            job=jobs.NewJob(
+                id=f"{tag}-{i}", user_id=users[i % len(users)], params={"prompt": "p"}, cost=1, face_keys=[face]
+            ),
             now=time.time(),
             daily_jobs_default=10**9,
         )
@@ -77,7 +80,9 @@ async def main() -> None:
         face = await blobs.put(b"face" * 100)
         users = []
         for i in range(100):
-            user = await db.write(quota.ensure_user, platform="telegram", platform_user_id=str(i), now=time.time(), welcome_credits=10**6)
+            user = await db.write(
+                quota.ensure_user, platform="telegram", platform_user_id=str(i), now=time.time(), welcome_credits=10**6
+            )
             users.append(user.id or 0)
         backend = InstantBackend()
         settings = DispatchSettings(concurrency=args.in_flight, default_backend_concurrency=args.in_flight)

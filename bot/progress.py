@@ -42,12 +42,15 @@ class ProgressEdits:
             self._latest.pop(event.job_id, None)
             self._last_edit.pop(event.job_id, None)
             return
+        # The status message was just posted: the first edit waits a full interval too, so a job that
+        # finishes quickly costs no edit at all.
+        self._last_edit.setdefault(event.job_id, self.clock())
         text = LikenessService.progress_text(event)
         if text is None or self._latest.get(event.job_id) == text:
             return
         self._latest[event.job_id] = text
         if event.job_id not in self._scheduled:
-            wait = max(0.0, self._last_edit.get(event.job_id, -1e9) + self.interval_s - self.clock())
+            wait = max(0.0, self._last_edit[event.job_id] + self.interval_s - self.clock())
             self._scheduled[event.job_id] = asyncio.get_running_loop().create_task(self._flush(event.job_id, wait))
 
     async def _flush(self, job_id: str, wait: float) -> None:

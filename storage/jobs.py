@@ -620,27 +620,3 @@ def _refund(
     )
     record_entry(session, user_id, job_id, LedgerKind.REFUND, cost, now)
 
-
-__all__ = [
-    "CancelOutcome",
-    "Heartbeat",
-    "NewImage",
-    "NewJob",
-    "add_blob_ref",
-    "add_event",
-    "cancel",
-    "claim",
-    "complete",
-    "expire_leases",
-    "fail",
-    "finish_cancelled",
-    "get",
-    "heartbeat",
-    "mark_delivery",
-    "pending_deliveries",
-    "queue_position",
-    "retry_later",
-    "set_backend",
-    "set_provider_ref",
-    "submit",
-]

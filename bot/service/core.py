@@ -18,6 +18,7 @@ from bot.service.admin import AdminService
 from bot.service.options import parse_prompt
 from bot.service.replies import Action, Button, Reply, ReplyImage, Submitted
 from bot.settings import Settings
+from engine.capabilities import Range
 from engine.events import JobProgress, ProgressKind
 from engine.request import GenerationRequest
 from engine.routing import Router
@@ -221,8 +222,6 @@ class LikenessService:
         if not candidates:
             return request.id_weight
         limit = candidates[0].capabilities.limits.get("id_weight")
-        from engine.capabilities import Range
-
         if not isinstance(limit, Range):
             return request.id_weight
         current = request.id_weight if request.id_weight is not None else float(limit.default or limit.low)

@@ -16,7 +16,7 @@ from storage.states import DeliveryState, JobState
 from tests.engine.dispatch_harness import harness
 from tests.fakes.fal import FalOutcome, FalScript
 from tests.fakes.providers_common import Fault
-from tests.fakes.replicate import ReplicateScript
+from tests.fakes.replicate import ReplicateOutcome, ReplicateScript
 from tests.storage.ledger_helpers import credits_of, drift, new_user
 
 
@@ -80,19 +80,13 @@ async def test_every_backend_failing_refunds(db: Database, tmp_path: Path) -> No
     async with harness(db, tmp_path) as h:
         user = await new_user(db, credits=1)
         h.fal.locked = True
-        h.replicate.script = ReplicateScript(outcome=replicate_failed())
+        h.replicate.script = ReplicateScript(outcome=ReplicateOutcome.ABORTED)
         await h.submit("j1", user)
         await h.dispatcher(["fal-flux-pulid", "replicate-flux-pulid"]).drain()
         job = await h.job("j1")
         assert job.state == JobState.FAILED and job.error == FailureKind.PROVIDER_FAILED
         assert await credits_of(db, user) == (1, 0)
         assert await drift(db) == []
-
-
-def replicate_failed() -> object:
-    from tests.fakes.replicate import ReplicateOutcome
-
-    return ReplicateOutcome.ABORTED
 
 
 async def test_pinned_backend_never_fails_over(db: Database, tmp_path: Path) -> None:
@@ -109,18 +103,12 @@ async def test_pinned_backend_never_fails_over(db: Database, tmp_path: Path) -> 
 async def test_content_policy_failure_is_not_failed_over(db: Database, tmp_path: Path) -> None:
     async with harness(db, tmp_path) as h:
         user = await new_user(db, credits=10)
-        h.replicate.script = ReplicateScript(outcome=replicate_outcome("FAILED"))
+        h.replicate.script = ReplicateScript(outcome=ReplicateOutcome.FAILED)
         await h.submit("j1", user)
         await h.dispatcher(["replicate-flux-pulid", "fal-flux-pulid"]).drain()
         job = await h.job("j1")
         assert job.state == JobState.FAILED and job.error == FailureKind.CONTENT_POLICY
         assert h.fal.requests() == []
-
-
-def replicate_outcome(name: str) -> object:
-    from tests.fakes.replicate import ReplicateOutcome
-
-    return ReplicateOutcome[name]
 
 
 async def test_unknown_submit_outcome_is_never_resent(db: Database, tmp_path: Path) -> None:

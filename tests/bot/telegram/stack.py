@@ -49,7 +49,7 @@ class Stack:
     _stop: asyncio.Event | None = None
     _task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
+    async def start(self, *, webhook: bool = False) -> None:
         self._stop = asyncio.Event()
         ready = asyncio.Event()
 
@@ -64,7 +64,10 @@ class Stack:
         await asyncio.wait({waiter, self._task}, return_when=asyncio.FIRST_COMPLETED)
         if self._task.done():
             self._task.result()
-        await self.telegram.wait_for(lambda: self.telegram.waiting_polls > 0, timeout=10)
+        if webhook:
+            await self.telegram.wait_for(lambda: self.telegram.webhook_url is not None, timeout=10)
+        else:
+            await self.telegram.wait_for(lambda: self.telegram.waiting_polls > 0, timeout=10)
 
     async def stop(self) -> None:
         assert self._stop is not None and self._task is not None
@@ -119,13 +122,25 @@ class Stack:
             await asyncio.sleep(0.05)
 
 
-def stack_settings(tmp_path: Path, telegram: FakeTelegram, fake_fal: FakeFal, **overrides: Any) -> Settings:
+def stack_settings(
+    tmp_path: Path,
+    telegram: FakeTelegram,
+    fake_fal: FakeFal,
+    *,
+    telegram_extra: dict[str, Any] | None = None,
+    **overrides: Any,
+) -> Settings:
     values: dict[str, Any] = {
         "data_dir": tmp_path / "data",
         "route": ["fal-flux-pulid"],
         "admins": [f"telegram:{ADMIN_ID}"],
         "metrics": {"address": ""},
-        "telegram": {"token": telegram.token, "base_url": telegram.base_url, "base_file_url": telegram.base_file_url},
+        "telegram": {
+            "token": telegram.token,
+            "base_url": telegram.base_url,
+            "base_file_url": telegram.base_file_url,
+            **(telegram_extra or {}),
+        },
         "fal": {"key": fal.KEY, "base_url": fake_fal.url},
         "queue": {"lease_s": 2, "heartbeat_s": 0.5},
         "dispatch": {"poll_s": 0.1},
@@ -135,13 +150,17 @@ def stack_settings(tmp_path: Path, telegram: FakeTelegram, fake_fal: FakeFal, **
 
 
 @asynccontextmanager
-async def telegram_stack(tmp_path: Path, **overrides: Any) -> AsyncIterator[Stack]:
+async def telegram_stack(
+    tmp_path: Path, *, telegram_extra: dict[str, Any] | None = None, **overrides: Any
+) -> AsyncIterator[Stack]:
     async with AsyncExitStack() as exits:
         telegram = await exits.enter_async_context(FakeTelegram())
         fake_fal = await exits.enter_async_context(fal.start_fal())
         fake_fal.script = FalScript(queue_ticks=0, run_ticks=0)
-        stack = Stack(telegram, fake_fal, stack_settings(tmp_path, telegram, fake_fal, **overrides))
-        await stack.start()
+        stack = Stack(
+            telegram, fake_fal, stack_settings(tmp_path, telegram, fake_fal, telegram_extra=telegram_extra, **overrides)
+        )
+        await stack.start(webhook=bool(telegram_extra and telegram_extra.get("webhook_url")))
         try:
             yield stack
         finally:

@@ -215,3 +215,27 @@ async def test_album_counts_as_one_identity_and_history_pages(tmp_path: Path) ->
         await s.telegram.wait_for(lambda: "deleted" in (confirm.text or ""), timeout=10)
         s.telegram.send_text(user, chat, "/history")
         assert "haven't rendered anything" in ((await s.reply_to(chat)).text or "")
+
+
+async def test_webhook_mode_with_a_secret_token(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    webhook = {
+        "webhook_url": f"http://127.0.0.1:{port}/telegram",
+        "webhook_listen": f"127.0.0.1:{port}",
+        "webhook_secret": "s3cret-token",
+    }
+    async with telegram_stack(tmp_path, telegram_extra=webhook) as s:
+        assert s.telegram.webhook_url == webhook["webhook_url"]
+        user, chat = s.person()
+        s.telegram.send_photo(user, chat, face_photo(), caption="by webhook")
+        result = await s.photo_result(chat)
+        assert "by webhook" in (result.caption or "")
+        forged = {
+            "update_id": 999_999,
+            "message": {"message_id": 77, "date": 0, "chat": {"id": chat.id, "type": "private"}},
+        }
+        assert await s.telegram.deliver_via_webhook(forged, secret_token="wrong") == 403

@@ -180,8 +180,10 @@ async def test_deadline_fails_and_cancels_at_the_provider(db: Database, tmp_path
         user = await new_user(db, credits=10)
         h.fal.script = FalScript(outcome=FalOutcome.STUCK)
         await h.submit("j1", user)
-        await db.write(_set_deadline, job_id="j1", deadline=time.time() + 0.3)
-        await asyncio.wait_for(h.dispatcher(["fal-flux-pulid"], heartbeat_s=0.05).drain(), 10)
+        draining = asyncio.create_task(h.dispatcher(["fal-flux-pulid"], heartbeat_s=0.05).drain())
+        await wait_until(lambda: bool(h.fal.requests("status")))  # submitted: there is something to cancel
+        await db.write(_set_deadline, job_id="j1", deadline=time.time())
+        await asyncio.wait_for(draining, 10)
         job = await h.job("j1")
         assert job.state == JobState.FAILED and job.error == "deadline"
         assert len(h.fal.requests("cancel")) == 1

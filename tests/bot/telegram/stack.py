@@ -6,7 +6,7 @@ import asyncio
 import io
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ class Stack:
     runtime: Runtime | None = None
     _stop: asyncio.Event | None = None
     _task: asyncio.Task[None] | None = None
+    _cursor: dict[int, int] = field(default_factory=dict)
 
     async def start(self, *, webhook: bool = False) -> None:
         self._stop = asyncio.Event()
@@ -85,22 +86,30 @@ class Stack:
         return user, self.telegram.private_chat(user)
 
     async def reply_to(self, chat: TgChat, predicate: Any = None, timeout: float = 15) -> BotMessage:  # noqa: ASYNC109
-        """The next message the bot sends in this chat that matches ``predicate``."""
-        seen = {m.message_id for m in self.telegram.messages(chat)}
+        """The bot's next message in this chat (after the last one this returned) matching ``predicate``.
+
+        A cursor per chat, not a snapshot taken now, so a reply that arrives before the test asks for it
+        is still found."""
+        after = self._cursor.get(chat.id, 0)
 
         def found() -> BotMessage | None:
             for message in self.telegram.messages(chat):
-                if message.message_id not in seen and (predicate is None or predicate(message)):
+                if message.message_id > after and (predicate is None or predicate(message)):
                     return message
             return None
 
-        return await self.telegram.wait_for(found, timeout=timeout)
+        message = await self.telegram.wait_for(found, timeout=timeout)
+        self._cursor[chat.id] = message.message_id
+        return message
 
     async def photo_result(self, chat: TgChat, timeout: float = 15) -> BotMessage:  # noqa: ASYNC109
-        return await self.telegram.wait_for(
+        """The bot's latest photo in this chat; later replies are looked for after it."""
+        message = await self.telegram.wait_for(
             lambda: next((m for m in reversed(self.telegram.messages(chat)) if m.photo is not None), None),
             timeout=timeout,
         )
+        self._cursor[chat.id] = max(self._cursor.get(chat.id, 0), message.message_id)
+        return message
 
     async def user_row(self, user: TgUser) -> User | None:
         assert self.runtime is not None

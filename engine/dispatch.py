@@ -309,9 +309,12 @@ class Dispatcher:
     async def _on_backend(self, run: _Run, backend: Backend, request: GenerationRequest) -> GenerationResult:
         job = run.job
         if job.backend != backend.name:
-            await self.db.write(
-                jobs.set_backend, job_id=job.id, attempt=job.attempt, backend=backend.name, now=self.clock()
-            )
+            # A switch is recorded (and the old backend's request forgotten) at once; a first backend is
+            # recorded with its request id, or by the job's completion, saving a write per job.
+            if job.backend is not None:
+                await self.db.write(
+                    jobs.set_backend, job_id=job.id, attempt=job.attempt, backend=backend.name, now=self.clock()
+                )
             if job.provider_ref and job.provider_ref.get("backend") != backend.name:
                 job.provider_ref = None
             job.backend = backend.name

@@ -509,13 +509,14 @@ def expire_leases(*, session: Connection, now: float, limit: int = 100) -> list[
     return handled
 
 
-def set_provider_ref(*, session: Connection, job_id: str, attempt: int, ref: dict[str, Any] | None, now: float) -> bool:
-    """Remember the provider's request before waiting on it, so a restart resumes instead of re-paying."""
+def set_provider_ref(*, session: Connection, job_id: str, attempt: int, ref: dict[str, Any], now: float) -> bool:
+    """Remember the provider's request (and so the backend) before waiting on it, so a restart resumes
+    instead of re-paying."""
     j = t.jobs.c
     result = session.execute(
         update(t.jobs)
         .where(j.id == job_id, j.attempt == attempt, j.state == JobState.RUNNING)
-        .values(provider_ref=ref, updated_at=now)
+        .values(provider_ref=ref, backend=ref["backend"], updated_at=now)
     )
     return bool(result.rowcount == 1)
 
@@ -619,4 +620,3 @@ def _refund(
         _REFUND, {"uid": user_id, "amount": cost, "job_day": utc_day(created_at), "was_running": int(was_running)}
     )
     record_entry(session, user_id, job_id, LedgerKind.REFUND, cost, now)
-

@@ -18,6 +18,7 @@ from storage.states import DeliveryState
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 8
+CONCURRENT = 32  # sends in flight at once; each job is in one pass only, so none is sent twice
 
 
 class Delivery:
@@ -53,9 +54,14 @@ class Delivery:
                 waiter.cancel()
 
     async def deliver_pending(self) -> int:
-        pending = await self.db.read(jobs.pending_deliveries, platforms=list(self.frontends))
-        for job in pending:
-            await self._deliver(job)
+        pending = await self.db.read(jobs.pending_deliveries, platforms=list(self.frontends), limit=100)
+        slots = asyncio.Semaphore(CONCURRENT)
+
+        async def bounded(job: Job) -> None:
+            async with slots:
+                await self._deliver(job)
+
+        await asyncio.gather(*(bounded(job) for job in pending))
         return len(pending)
 
     async def _deliver(self, job: Job) -> None:

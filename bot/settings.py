@@ -32,6 +32,8 @@ class TelegramSettings(BaseModel):
     webhook_url: str | None = None  # set to receive updates by webhook instead of long polling
     webhook_secret: SecretStr | None = None
     webhook_listen: str = "0.0.0.0:8443"  # where the webhook server binds (behind the operator's proxy)
+    # Telegram's broadcast limit: about 30 messages a second overall (more with paid broadcasts); 0: none.
+    max_messages_per_s: float = Field(30, ge=0)
 
 
 class DiscordSettings(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import random
@@ -122,7 +123,7 @@ class LikenessService:
         if given.photos:
             if len(given.photos) > MAX_PHOTOS:
                 raise UserError(messages.TOO_MANY_PHOTOS.format(limit=MAX_PHOTOS))
-            return [await self.blobs.put(normalize_photo(photo)) for photo in given.photos]
+            return [await self.blobs.put(await _normalized(photo)) for photo in given.photos]
         identity = await self.db.read(identities.find, user_id=user.id or 0, name=given.face)
         if identity is None:
             raise UserError(messages.NO_SUCH_FACE.format(name=given.face) if given.face else messages.NO_FACE_YET)
@@ -265,7 +266,7 @@ class LikenessService:
             and await self.db.read(identities.count, user_id=user.id or 0) >= self.settings.max_identities
         ):
             raise UserError(messages.FACE_CAP.format(limit=self.settings.max_identities))
-        keys = [await self.blobs.put(normalize_photo(photo)) for photo in photos]
+        keys = [await self.blobs.put(await _normalized(photo)) for photo in photos]
         _identity, freed = await self.db.write(
             identities.save, user_id=user.id or 0, name=name, photo_keys=keys, now=self.clock()
         )
@@ -393,6 +394,11 @@ class LikenessService:
         if event.kind is ProgressKind.RENDERING and event.fraction is not None:
             return messages.rendering_fraction(event.backend or "", event.fraction)
         return None
+
+
+async def _normalized(photo: bytes) -> bytes:
+    """Decoding and re-encoding a photo takes milliseconds of CPU: off the event loop."""
+    return await asyncio.to_thread(normalize_photo, photo)
 
 
 def _date(ts: float) -> str:

@@ -79,7 +79,7 @@ class TelegramFrontEnd:
             .token(settings.token.get_secret_value())
             .base_url(settings.base_url)
             .base_file_url(settings.base_file_url)
-            .rate_limiter(AIORateLimiter(max_retries=3))
+            .rate_limiter(AIORateLimiter(overall_max_rate=settings.max_messages_per_s, max_retries=3))
             .concurrent_updates(64)
             .build()
         )

@@ -13,10 +13,12 @@ from bot.progress import ProgressEdits
 from bot.retention import retention_loop
 from bot.runtime import Runtime
 from bot.service.core import LikenessService
+from storage import quota
 
 log = logging.getLogger(__name__)
 
 RETENTION_INTERVAL_S = 3600.0
+RECONCILE_INTERVAL_S = 600.0
 
 
 class Application:
@@ -71,7 +73,24 @@ class Application:
                 name="retention",
             ),
         ]
+        self._tasks.append(asyncio.create_task(self._reconcile_loop(), name="reconcile"))
         self.ready = True
+
+    async def _reconcile_loop(self) -> None:
+        """Check the quota books now and then; drift is an operator alarm, never silently fixed."""
+        while not self._stop.is_set():
+            try:
+                drift = await self.runtime.db.read(quota.reconcile)
+            except Exception:
+                log.exception("quota reconciliation failed")
+            else:
+                for entry in drift:
+                    log.error(
+                        "quota drift %s: expected %d, found %d (user %s)",
+                        entry.kind, entry.expected, entry.found, entry.user_id, extra={"job_id": entry.job_id},
+                    )  # fmt: skip
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), RECONCILE_INTERVAL_S)
 
     async def stop(self) -> None:
         self.ready = False

@@ -196,3 +196,20 @@ async def test_concurrent_claimers_never_pass_the_running_cap(db: Database) -> N
     )
     assert len([job for job in claims if job is not None]) == 2
     assert await drift(db) == []
+
+
+async def test_reconciler_reports_drift(db: Database) -> None:
+    from sqlalchemy import update
+
+    from storage import tables
+
+    user = await new_user(db, credits=5)
+    await submit(db, "drifting", user)
+    assert await drift(db) == []
+
+    def tamper(*, session: object) -> None:
+        session.execute(update(tables.users).where(tables.users.c.id == user).values(credits=7, reserved=0))  # type: ignore[attr-defined]
+
+    await db.write(tamper)
+    found = {(d.kind, d.expected, d.found) for d in await drift(db)}
+    assert found == {("reserved", 1, 0), ("credits", 5, 7)}

@@ -40,7 +40,8 @@ async def main() -> None:
         p50, p99, delivered, elapsed = await measure(args.users, rate)
         limit = f"{rate:.0f} (Telegram's default)" if rate else "no overall limit"
         print(
-            f"| {limit} | {p50:.0f} ms / {p99:.0f} ms | {delivered / elapsed:.1f} jobs/s ({delivered} in {elapsed:.1f} s) |"
+            f"| {limit} | {p50:.0f} ms / {p99:.0f} ms "
+            f"| {delivered / elapsed:.1f} jobs/s ({delivered} in {elapsed:.1f} s) |"
         )
 
 

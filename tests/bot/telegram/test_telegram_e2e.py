@@ -239,3 +239,24 @@ async def test_webhook_mode_with_a_secret_token(tmp_path: Path) -> None:
             "message": {"message_id": 77, "date": 0, "chat": {"id": chat.id, "type": "private"}},
         }
         assert await s.telegram.deliver_via_webhook(forged, secret_token="wrong") == 403
+
+
+async def test_saved_faces_are_capped_per_user(tmp_path: Path) -> None:
+    async with telegram_stack(tmp_path, max_identities=1) as s:
+        user, chat = s.person()
+        s.telegram.send_photo(user, chat, face_photo(), caption="/face save first")
+        assert "Saved face 'first'" in ((await s.reply_to(chat)).text or "")
+        s.telegram.send_photo(user, chat, face_photo(), caption="/face save second")
+        assert "at most 1 faces" in ((await s.reply_to(chat)).text or "")
+        s.telegram.send_photo(user, chat, face_photo(color="tan"), caption="/face save first")  # replacing is fine
+        assert "Saved face 'first'" in ((await s.reply_to(chat)).text or "")
+
+
+def test_results_that_break_photo_limits_go_as_documents() -> None:
+    from bot.service.replies import ReplyImage
+    from bot.telegram.frontend import _fits_as_photo
+
+    assert _fits_as_photo(ReplyImage(b"x" * 1000, "image/png", 1024, 1024))
+    assert not _fits_as_photo(ReplyImage(b"x" * (11 * 1024 * 1024), "image/png", 1024, 1024))
+    assert not _fits_as_photo(ReplyImage(b"x", "image/png", 8000, 3000))
+    assert not _fits_as_photo(ReplyImage(b"x", "image/png", 4200, 200))

@@ -24,14 +24,11 @@ from tests.fakes.telegram import BotMessage, FakeTelegram, TgChat, TgUser
 ADMIN_ID = 4242
 
 
-def first_text(message: BotMessage) -> str:
-    """The text a message was sent with, before any edit."""
-    first = message.history[0] if message.history else message.raw
-    return str(first.get("text") or "")
-
-
 def is_status(message: BotMessage) -> bool:
-    return first_text(message).startswith("Queued")
+    """A job's status message: sent with a Cancel button ("Queued…" or, if a worker was quicker, "Rendering…")."""
+    first = message.history[0] if message.history else message.raw
+    rows = (first.get("reply_markup") or {}).get("inline_keyboard", [])
+    return any(str(button.get("callback_data", "")).startswith("cx:") for row in rows for button in row)
 
 
 def face_photo(size: tuple[int, int] = (400, 480), color: str = "peachpuff") -> bytes:

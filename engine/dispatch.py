@@ -170,7 +170,10 @@ class Dispatcher:
                 if now - last_sweep >= self.queue.lease_s / 2:
                     last_sweep = now
                     await self._sweep(now)
-                await self.claim_available()
+                try:
+                    await self.claim_available()
+                except Exception:  # the database may be briefly unreachable: try again at the next poll
+                    log.exception("claiming jobs failed")
                 self._wake.clear()
                 waits: set[asyncio.Future[Any]] = {stopper, asyncio.ensure_future(self._wake.wait())}
                 waits |= self._tasks

@@ -235,7 +235,9 @@ class Dispatcher:
         run = _Run(job)
         log.info("job started attempt=%d", job.attempt, extra={"job_id": job.id})
         self.hub.publish(JobProgress(job.id, ProgressKind.STARTED))
-        work = asyncio.create_task(self._render(run))
+        # A job that waited in the queue past its deadline is not worth paying a provider for any more.
+        run.deadline_hit = job.deadline_at is not None and self.clock() >= job.deadline_at
+        work = asyncio.create_task(self._render(run) if not run.deadline_hit else _nothing())
         beat = asyncio.create_task(self._heartbeat(run, work))
         try:
             await asyncio.wait({work})
@@ -451,6 +453,10 @@ class Dispatcher:
     def _breaker_metric(self, backend: str, breaker: CircuitBreaker) -> None:
         if self.metrics is not None:
             self.metrics.breaker_state(backend, breaker.state)
+
+
+async def _nothing() -> None:
+    return None
 
 
 class _NoBackend(Exception):

@@ -215,3 +215,15 @@ async def wait_until(predicate: object, within_s: float = 5.0) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError("condition not reached")
         await asyncio.sleep(0.01)
+
+
+async def test_a_job_that_waited_past_its_deadline_is_not_sent(db: Database, tmp_path: Path) -> None:
+    async with harness(db, tmp_path) as h:
+        user = await new_user(db, credits=10)
+        await h.submit("stale", user)
+        await db.write(_set_deadline, job_id="stale", deadline=time.time() - 1)
+        await h.dispatcher(["fal-flux-pulid"]).drain()
+        job = await h.job("stale")
+        assert job.state == JobState.FAILED and job.error == "deadline"
+        assert h.fal.requests() == []
+        assert await credits_of(db, user) == (10, 0)

@@ -82,3 +82,13 @@ def test_postgres_requires_explicit_upgrade(tmp_path: Path) -> None:
         assert after.returncode == 0, after.stderr
     finally:
         subprocess.run(["psql", url, "-c", f'DROP SCHEMA "{schema}" CASCADE'], check=True, capture_output=True)
+
+
+def test_models_check_lists_every_missing_file_with_its_path(tmp_path: Path) -> None:
+    result = likeness(tmp_path, "models", "check")
+    assert result.returncode == 1
+    lines = result.stdout.strip().splitlines()
+    models = tmp_path / "data" / "models"
+    assert lines and all(f": {models}/" in line and line.endswith(": missing") for line in lines)
+    assert any("pulid_flux_v0.9.1.safetensors" in line for line in lines)
+    assert any("antelopev2" in line for line in lines)

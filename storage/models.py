@@ -73,6 +73,7 @@ class Job(SQLModel, table=True):
             postgresql_where=text("delivery_state = 'pending'"),
         ),
         Index("ix_jobs_created", "created_at"),
+        Index("ix_jobs_retention", "expired", "finished_at"),
     )
 
     id: str = Field(primary_key=True, max_length=128)  # the idempotency key from the chat event

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-21 17:52:55.807176
+Create Date: 2026-11-21 18:44:47.829658
 """
 
 from collections.abc import Sequence
@@ -172,6 +172,7 @@ def upgrade() -> None:
             sqlite_where=sa.text("state = 'queued'"),
             postgresql_where=sa.text("state = 'queued'"),
         )
+        batch_op.create_index("ix_jobs_retention", ["expired", "finished_at"], unique=False)
         batch_op.create_index("ix_jobs_state_lease", ["state", "lease_until"], unique=False)
         batch_op.create_index("ix_jobs_user_state", ["user_id", "state"], unique=False)
 
@@ -204,6 +205,7 @@ def downgrade() -> None:
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.drop_index("ix_jobs_user_state")
         batch_op.drop_index("ix_jobs_state_lease")
+        batch_op.drop_index("ix_jobs_retention")
         batch_op.drop_index(
             "ix_jobs_queue", sqlite_where=sa.text("state = 'queued'"), postgresql_where=sa.text("state = 'queued'")
         )

@@ -265,7 +265,7 @@ class LikenessService:
             existing is None
             and await self.db.read(identities.count, user_id=user.id or 0) >= self.settings.max_identities
         ):
-            raise UserError(messages.FACE_CAP.format(limit=self.settings.max_identities))
+            raise UserError(messages.face_cap(self.settings.max_identities))
         keys = [await self.blobs.put(await _normalized(photo)) for photo in photos]
         _identity, freed = await self.db.write(
             identities.save, user_id=user.id or 0, name=name, photo_keys=keys, now=self.clock()

@@ -247,7 +247,7 @@ async def test_saved_faces_are_capped_per_user(tmp_path: Path) -> None:
         s.telegram.send_photo(user, chat, face_photo(), caption="/face save first")
         assert "Saved face 'first'" in ((await s.reply_to(chat)).text or "")
         s.telegram.send_photo(user, chat, face_photo(), caption="/face save second")
-        assert "at most 1 faces" in ((await s.reply_to(chat)).text or "")
+        assert "You can keep at most 1 face." in ((await s.reply_to(chat)).text or "")
         s.telegram.send_photo(user, chat, face_photo(color="tan"), caption="/face save first")  # replacing is fine
         assert "Saved face 'first'" in ((await s.reply_to(chat)).text or "")
 

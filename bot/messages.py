@@ -221,8 +221,12 @@ def failure(reason: str, cost: int) -> str:
 # --- identities ------------------------------------------------------------------------------------
 BAD_FACE_NAME = "Face names use letters, digits, - and _, up to 32 characters."
 FACE_NEEDS_PHOTOS = "Send /face save <name> with a photo (or up to 4), or reply to photos with it."
+
+
 def face_cap(limit: int) -> str:
     return f"You can keep at most {limit} face{'s' if limit != 1 else ''}. Delete one with /face delete <name>."
+
+
 FACE_DEFAULT = "{name!r} is now your default face."
 
 

@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from bot import logs
 from bot.errors import UserError
@@ -223,8 +224,9 @@ def _secrets(settings: Settings) -> list[str]:
         settings.segmind.key,
     ]
     found = [v.get_secret_value() for v in values if v is not None]
-    if settings.database_url and "@" in settings.database_url:
-        found.append(settings.database_url.split("@", 1)[0].rsplit(":", 1)[-1])  # the password
+    password = urlsplit(settings.database_url or "").password
+    if password:
+        found.append(password)
     return found
 
 

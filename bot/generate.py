@@ -14,6 +14,7 @@ from bot import messages
 from bot.errors import UserError
 from bot.intake import normalize_photo
 from bot.runtime import Runtime
+from bot.service.core import EXTENSIONS
 from engine.events import JobProgress, ProgressKind
 from engine.request import GenerationRequest, size_for_aspect
 from storage import jobs, quota
@@ -21,7 +22,6 @@ from storage.models import Job
 from storage.states import DeliveryState, JobState, Tier
 
 OPERATOR = ("cli", "operator")
-EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}
 
 
 @dataclass(frozen=True)

@@ -154,10 +154,6 @@ class Dispatcher:
         """A job was submitted in this process: look for work now instead of at the next poll."""
         self._wake.set()
 
-    @property
-    def in_flight(self) -> int:
-        return len(self._tasks)
-
     # --- the claim loop -----------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:

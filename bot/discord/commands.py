@@ -192,7 +192,7 @@ def add_commands(tree: app_commands.CommandTree[Any], ranges: OptionRanges) -> N
     @app_commands.command(name="help", description=describe["help"])
     async def help_(interaction: Interaction) -> None:
         frontend = frontend_of(interaction)
-        await frontend.answer_now(interaction, Reply(frontend.service.help().text, ephemeral=True))
+        await frontend.answer_now(interaction, frontend.service.help())
 
     # Discord hides these from members without Administrator unless a server overrides it; the service
     # checks authority again on every call.

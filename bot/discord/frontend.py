@@ -142,7 +142,7 @@ class DiscordFrontEnd:
 
     async def answer_admin(self, interaction: AnyInteraction, use_case: Callable[[Actor], Awaitable[str]]) -> None:
         async def as_reply(actor: Actor) -> Reply:
-            return Reply(await use_case(actor), ephemeral=True)
+            return Reply(await use_case(actor))
 
         await self.answer(interaction, as_reply)
 

@@ -199,13 +199,12 @@ class LikenessService:
         parent = await self._own_job(user, parent_id)
         faces = tuple([await self.blobs.get(key) for key in parent.face_keys])
         request = GenerationRequest.from_params(parent.params, faces)
-        rng = random.Random()
         if action is Action.REROLL:
-            request = replace(request, seed=rng.randrange(2**31))
+            request = replace(request, seed=random.randrange(2**31))
         else:
-            base_seed = int(parent.seed) if parent.seed and parent.seed.isdigit() else rng.randrange(2**31)
+            base_seed = int(parent.seed) if parent.seed and parent.seed.isdigit() else random.randrange(2**31)
             request = replace(
-                request, seed=(base_seed + rng.randrange(1, 1000)) % 2**31, id_weight=self._nudged(request)
+                request, seed=(base_seed + random.randrange(1, 1000)) % 2**31, id_weight=self._nudged(request)
             )
         return await self._submit(
             user,
@@ -242,12 +241,12 @@ class LikenessService:
         if job_id is None:
             job = await self.db.read(history.latest_unfinished, user_id=user.id or 0)
             if job is None:
-                return Reply(messages.NOTHING_TO_CANCEL, ephemeral=True)
+                return Reply(messages.NOTHING_TO_CANCEL)
             job_id = job.id
         else:
             await self._own_job(user, job_id)
         outcome = await self.db.write(jobs.cancel, job_id=job_id, now=self.clock())
-        return Reply(messages.cancel_outcome(outcome.value), ephemeral=True)
+        return Reply(messages.cancel_outcome(outcome.value))
 
     # --- identities -------------------------------------------------------------------------------
 
@@ -276,7 +275,7 @@ class LikenessService:
     async def face_list(self, actor: Actor) -> Reply:
         user = await self.user(actor)
         found = await self.db.read(identities.list_identities, user_id=user.id or 0)
-        return Reply(messages.face_list([(i.name, len(i.photo_keys), i.is_default) for i in found]), ephemeral=True)
+        return Reply(messages.face_list([(i.name, len(i.photo_keys), i.is_default) for i in found]))
 
     async def face_names(self, actor: Actor) -> list[str]:
         user = await self.user(actor)
@@ -286,7 +285,7 @@ class LikenessService:
         user = await self.user(actor)
         if not await self.db.write(identities.use, user_id=user.id or 0, name=name.strip().lower()):
             raise UserError(messages.NO_SUCH_FACE.format(name=name))
-        return Reply(messages.FACE_DEFAULT.format(name=name.strip().lower()), ephemeral=True)
+        return Reply(messages.FACE_DEFAULT.format(name=name.strip().lower()))
 
     async def face_delete(self, actor: Actor, name: str | None) -> Reply:
         user = await self.user(actor)
@@ -296,7 +295,7 @@ class LikenessService:
         await self._delete_blobs(freed)
         if name is not None and not removed:
             raise UserError(messages.NO_SUCH_FACE.format(name=name))
-        return Reply(messages.faces_deleted(removed), ephemeral=True)
+        return Reply(messages.faces_deleted(removed))
 
     # --- history, quota, forget -------------------------------------------------------------------
 
@@ -307,7 +306,7 @@ class LikenessService:
             history.page, user_id=user.id or 0, offset=page * HISTORY_PAGE, limit=HISTORY_PAGE
         )
         if not found:
-            return Reply(messages.NO_HISTORY, ephemeral=True)
+            return Reply(messages.NO_HISTORY)
         lines = [messages.history_line(_date(job.created_at), job) for job in found]
         pages = (total + HISTORY_PAGE - 1) // HISTORY_PAGE
         buttons = []
@@ -315,7 +314,7 @@ class LikenessService:
             buttons.append(Button("◀ Newer", Action.HISTORY, str(page - 1)))
         if page + 1 < pages:
             buttons.append(Button("Older ▶", Action.HISTORY, str(page + 1)))
-        return Reply(messages.history_page(lines, page + 1, pages), tuple(buttons), ephemeral=True)
+        return Reply(messages.history_page(lines, page + 1, pages), tuple(buttons))
 
     async def quota(self, actor: Actor) -> Reply:
         user = await self.user(actor)
@@ -333,8 +332,7 @@ class LikenessService:
                 daily_limit=int(limit),
                 per_image=self.settings.credits.per_image,
                 unlimited=user.unlimited,
-            ),
-            ephemeral=True,
+            )
         )
 
     @staticmethod
@@ -342,19 +340,18 @@ class LikenessService:
         return Reply(
             messages.FORGET_CONFIRM,
             (Button("Delete everything", Action.FORGET, "yes"), Button("Keep", Action.FORGET, "no")),
-            ephemeral=True,
         )
 
     async def forget_confirmed(self, actor: Actor, confirmed: bool) -> Reply:
         if not confirmed:
-            return Reply(messages.FORGET_KEPT, ephemeral=True)
+            return Reply(messages.FORGET_KEPT)
         user = await self.user(actor)
         freed = await self.db.write(history.forget, user_id=user.id or 0)
         if freed is None:
             raise UserError(messages.FORGET_BUSY)
         await self._delete_blobs(freed)
         log.info("user %s asked to forget their data; %d blobs deleted", user.id, len(freed))
-        return Reply(messages.FORGOTTEN, ephemeral=True)
+        return Reply(messages.FORGOTTEN)
 
     async def _delete_blobs(self, keys: list[str]) -> None:
         for key in keys:

@@ -50,7 +50,6 @@ class Reply:
     text: str
     buttons: tuple[Button, ...] = ()
     images: tuple[ReplyImage, ...] = ()
-    ephemeral: bool = False  # only the asking user sees it (Discord); Telegram replies in the chat
 
 
 @dataclass(frozen=True)

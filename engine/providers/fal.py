@@ -28,7 +28,7 @@ from engine.providers.http import (
     model_or_protocol,
     poll_until,
 )
-from engine.providers.settings import FalSettings
+from engine.providers.settings import FalSettings, reveal
 from engine.request import GenerationRequest
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ class FalQueueBackend:
         schedule: PollSchedule | None = None,
     ) -> None:
         self.settings = settings
-        key = settings.key.get_secret_value() if settings.key else ""
+        key = reveal(settings.key)
         self._http = ProviderHttp(
             session,
             Provider.FAL,
@@ -136,7 +136,7 @@ class FalQueueBackend:
         self.schedule = schedule or PollSchedule(first_s=1.0, factor=1.2, max_s=5.0)
 
     def unavailable_reason(self) -> str | None:
-        if self.settings.key is None or not self.settings.key.get_secret_value():
+        if self.settings.key is None:
             return "no fal.ai key configured (LIKENESS_FAL__KEY)"
         return None
 

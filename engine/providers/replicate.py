@@ -35,7 +35,7 @@ from engine.providers.http import (
     poll_until,
     sniff_image,
 )
-from engine.providers.settings import ReplicateSettings
+from engine.providers.settings import ReplicateSettings, reveal
 from engine.request import GenerationRequest
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ class ReplicateFluxPulidBackend:
         schedule: PollSchedule | None = None,
     ) -> None:
         self.settings = settings
-        token = settings.token.get_secret_value() if settings.token else ""
+        token = reveal(settings.token)
         self._http = ProviderHttp(
             session,
             Provider.REPLICATE,
@@ -136,7 +136,7 @@ class ReplicateFluxPulidBackend:
         self.schedule = schedule or PollSchedule(first_s=1.0, factor=1.3, max_s=5.0)
 
     def unavailable_reason(self) -> str | None:
-        if self.settings.token is None or not self.settings.token.get_secret_value():
+        if self.settings.token is None:
             return "no Replicate token configured (LIKENESS_REPLICATE__TOKEN)"
         if self.settings.version_id is None:
             return (

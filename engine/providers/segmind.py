@@ -24,7 +24,7 @@ from engine.providers.http import (
     output_image,
     provider_message,
 )
-from engine.providers.settings import SegmindSettings
+from engine.providers.settings import SegmindSettings, reveal
 from engine.request import GenerationRequest
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ class SegmindFluxPulidBackend:
         timeouts: Timeouts | None = None,
     ) -> None:
         self.settings = settings
-        key = settings.key.get_secret_value() if settings.key else ""
+        key = reveal(settings.key)
         self._http = ProviderHttp(
             session,
             Provider.SEGMIND,
@@ -81,7 +81,7 @@ class SegmindFluxPulidBackend:
         )
 
     def unavailable_reason(self) -> str | None:
-        if self.settings.key is None or not self.settings.key.get_secret_value():
+        if self.settings.key is None:
             return "no Segmind key configured (LIKENESS_SEGMIND__KEY)"
         return None
 

@@ -9,6 +9,16 @@ from pydantic import BaseModel, Field, SecretStr, field_validator
 _VERSION = re.compile(r"^(?:[\w.-]+/[\w.-]+:)?([0-9a-f]{12,64})$")
 
 
+def reveal(secret: SecretStr | None) -> str:
+    """A key's value for the one place that sends it, or "" when none is configured."""
+    return secret.get_secret_value() if secret is not None else ""
+
+
+def _empty_is_unset(value: object) -> object:
+    # An empty LIKENESS_…__KEY (e.g. from a Compose file) means "not configured", not an empty key.
+    return None if value == "" else value
+
+
 def _base_url(value: str) -> str:
     value = value.strip()
     if not re.match(r"^https?://[^/\s]+", value):
@@ -17,6 +27,7 @@ def _base_url(value: str) -> str:
 
 
 class FalSettings(BaseModel):
+    _unset_key = field_validator("key", mode="before")(_empty_is_unset)
     key: SecretStr | None = None
     base_url: str = "https://queue.fal.run"
 
@@ -24,6 +35,7 @@ class FalSettings(BaseModel):
 
 
 class ReplicateSettings(BaseModel):
+    _unset_token = field_validator("token", mode="before")(_empty_is_unset)
     token: SecretStr | None = None
     base_url: str = "https://api.replicate.com"
     # A community model: predictions must name the exact version ("owner/name:hash" or the bare hash).
@@ -54,6 +66,7 @@ class ReplicateSettings(BaseModel):
 
 
 class WaveSpeedSettings(BaseModel):
+    _unset_key = field_validator("key", mode="before")(_empty_is_unset)
     key: SecretStr | None = None
     base_url: str = "https://api.wavespeed.ai"
 
@@ -61,6 +74,7 @@ class WaveSpeedSettings(BaseModel):
 
 
 class SegmindSettings(BaseModel):
+    _unset_key = field_validator("key", mode="before")(_empty_is_unset)
     key: SecretStr | None = None
     base_url: str = "https://api.segmind.com"
     usd_per_image: float = Field(default=0.036, ge=0)

@@ -30,7 +30,7 @@ from engine.providers.http import (
     poll_until,
     sniff_image,
 )
-from engine.providers.settings import WaveSpeedSettings
+from engine.providers.settings import WaveSpeedSettings, reveal
 from engine.request import GenerationRequest
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ class WaveSpeedFluxPulidBackend:
         schedule: PollSchedule | None = None,
     ) -> None:
         self.settings = settings
-        key = settings.key.get_secret_value() if settings.key else ""
+        key = reveal(settings.key)
         retry = retry or RetryPolicy(base_delay_s=MIN_POLL_S)
         # Retries of a poll are polls too: the minimum gap applies to them as well.
         retry = dataclasses.replace(retry, min_delay_s=max(retry.min_delay_s, MIN_POLL_S))
@@ -123,7 +123,7 @@ class WaveSpeedFluxPulidBackend:
         self.schedule = dataclasses.replace(schedule, min_s=max(schedule.min_s, MIN_POLL_S))
 
     def unavailable_reason(self) -> str | None:
-        if self.settings.key is None or not self.settings.key.get_secret_value():
+        if self.settings.key is None:
             return "no WaveSpeed key configured (LIKENESS_WAVESPEED__KEY)"
         return None
 

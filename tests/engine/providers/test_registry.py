@@ -53,3 +53,10 @@ def test_settings_defaults_and_validation() -> None:
     with pytest.raises(ValidationError):
         SegmindSettings(usd_per_image=-1)
     assert "secret" not in repr(FalSettings(key=SecretStr("secret")))
+
+
+def test_an_empty_key_counts_as_not_configured() -> None:
+    from engine.providers.settings import FalSettings, SegmindSettings
+
+    assert FalSettings(key="").key is None  # type: ignore[arg-type]
+    assert SegmindSettings(key="k").key is not None  # type: ignore[arg-type]

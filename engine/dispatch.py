@@ -248,10 +248,12 @@ class Dispatcher:
             log.warning("lease lost; another worker owns the job now", extra={"job_id": job.id})
             return
         try:
-            await self._finish(run, work)
+            ended = await self._finish(run, work)
         except Exception:
             log.exception("could not record the job's outcome", extra={"job_id": job.id})
-        self.hub.publish(JobProgress(job.id, ProgressKind.FINISHED, job.backend))
+            ended = True
+        if ended:
+            self.hub.publish(JobProgress(job.id, ProgressKind.FINISHED, job.backend))
 
     async def _heartbeat(self, run: _Run, work: asyncio.Task[GenerationResult | None]) -> None:
         job = run.job
@@ -357,6 +359,9 @@ class Dispatcher:
                 if breaker is not None and not breaker.allows():
                     raise
                 delay = self._backoff(tries, exc.retry_after)
+                if delay > self.settings.requeue_after_s and job.attempt < job.max_attempts:
+                    # Too long to hold a slot and a lease for: back to the queue, due after the wait.
+                    raise _RetryLater(delay, exc.kind) from exc
                 log.info("transient failure on %s, retry in %.1fs", backend.name, delay, extra={"job_id": job.id})
                 await self.sleep(delay)
                 # The provider never accepted the submit, so the next try starts a new request.
@@ -371,7 +376,8 @@ class Dispatcher:
         delay = exponential * (0.5 + self.jitter() / 2)  # "equal jitter": never less than half the step
         return max(delay, retry_after or 0.0)
 
-    async def _finish(self, run: _Run, work: asyncio.Task[GenerationResult | None]) -> None:
+    async def _finish(self, run: _Run, work: asyncio.Task[GenerationResult | None]) -> bool:
+        """Record the attempt's outcome; False when the job went back to the queue."""
         job = run.job
         now = self.clock()
         backend = job.backend or "none"
@@ -379,13 +385,27 @@ class Dispatcher:
             await self.db.write(jobs.finish_cancelled, job_id=job.id, attempt=job.attempt, now=now)
             log.info("job cancelled", extra={"job_id": job.id})
             self._finished(backend, "cancelled", job)
-            return
+            return True
         if run.deadline_hit:
             await self.db.write(jobs.fail, job_id=job.id, attempt=job.attempt, reason="deadline", now=now)
             log.warning("job passed its deadline", extra={"job_id": job.id})
             self._finished(backend, "failed", job)
-            return
+            return True
         error = work.exception()
+        if isinstance(error, _RetryLater):
+            requeued = await self.db.write(
+                jobs.retry_later,
+                job_id=job.id,
+                attempt=job.attempt,
+                run_after=now + error.delay,
+                reason=str(error.kind),
+                now=now,
+            )
+            if requeued:
+                log.info("back in the queue for %.0fs (%s)", error.delay, error.kind, extra={"job_id": job.id})
+                return False
+            await self.db.write(jobs.finish_cancelled, job_id=job.id, attempt=job.attempt, now=now)
+            return True  # a cancel arrived meanwhile
         if error is None:
             result = work.result()
             assert result is not None
@@ -403,7 +423,7 @@ class Dispatcher:
             if done:
                 log.info("job succeeded on %s images=%d", backend, len(images), extra={"job_id": job.id})
                 self._finished(backend, "succeeded", job, result.spend_usd)
-            return
+            return True
         reason, detail = _failure(error)
         if reason == FailureKind.UNKNOWN_OUTCOME:
             log.error(
@@ -419,6 +439,7 @@ class Dispatcher:
             jobs.fail, job_id=job.id, attempt=job.attempt, reason=reason, detail=detail, now=self.clock()
         )
         self._finished(backend, "failed", job)
+        return True
 
     async def _store(self, index: int, image: OutputImage) -> jobs.NewImage:
         key = await self.blobs.put(image.data)
@@ -453,6 +474,14 @@ class Dispatcher:
 
 async def _nothing() -> None:
     return None
+
+
+class _RetryLater(Exception):
+    """A transient failure whose wait is long: the job goes back to the queue instead of waiting here."""
+
+    def __init__(self, delay: float, kind: FailureKind) -> None:
+        super().__init__(kind)
+        self.delay, self.kind = delay, kind
 
 
 class _NoBackend(Exception):

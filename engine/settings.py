@@ -16,6 +16,9 @@ class DispatchSettings(BaseModel):
     )
     tries_per_backend: int = Field(3, ge=1, description="transient failures tolerated before failing over")
     backoff_base_s: float = Field(1.0, gt=0)
+    requeue_after_s: float = Field(
+        10.0, ge=0, description="a retry wait longer than this puts the job back in the queue instead of holding a slot"
+    )
     backoff_cap_s: float = Field(30.0, gt=0)
     breaker_threshold: int = Field(5, ge=1, description="consecutive failures that open a circuit")
     breaker_cooldown_s: float = Field(60.0, gt=0)

@@ -227,3 +227,34 @@ async def test_a_job_that_waited_past_its_deadline_is_not_sent(db: Database, tmp
         assert job.state == JobState.FAILED and job.error == "deadline"
         assert h.fal.requests() == []
         assert await credits_of(db, user) == (10, 0)
+
+
+async def test_a_long_retry_after_puts_the_job_back_in_the_queue(db: Database, tmp_path: Path) -> None:
+    async with harness(db, tmp_path) as h:
+        user = await new_user(db, credits=10)
+        h.fal.fail("submit", Fault(status=429, json={"detail": "slow down"}, headers={"Retry-After": "60"}))
+        await h.submit("j1", user)
+        before = time.time()
+        dispatcher = h.dispatcher(["fal-flux-pulid"], heartbeat_s=0.05)
+        await dispatcher.drain()  # nothing due any more: the job waits in the queue
+        job = await h.job("j1")
+        assert job.state == JobState.QUEUED and job.attempt == 1 and job.error == FailureKind.TRANSIENT
+        assert job.run_after >= before + 60
+        assert h.backoffs == []  # the slot was not held for the wait
+        assert not any(e.kind == "finished" for e in h.events)
+        assert await credits_of(db, user) == (10, 1)  # still reserved, not charged
+        await db.write(_set_run_after, job_id="j1", run_after=time.time())  # the wait is over
+        await dispatcher.drain()
+        job = await h.job("j1")
+        assert job.state == JobState.SUCCEEDED and job.attempt == 2
+        assert len(h.fal.requests("submit")) == 2
+        assert await credits_of(db, user) == (9, 0)
+        assert await drift(db) == []
+
+
+def _set_run_after(*, session: object, job_id: str, run_after: float) -> None:
+    from sqlalchemy import update
+
+    from storage import tables
+
+    session.execute(update(tables.jobs).where(tables.jobs.c.id == job_id).values(run_after=run_after))  # type: ignore[attr-defined]

@@ -74,11 +74,6 @@ class Heartbeat:
     deadline_at: float | None
 
 
-def _insert(session: Connection, table: Any) -> Any:
-    dialect = session.dialect.name
-    return (pg_insert if dialect == "postgresql" else sqlite_insert)(table)
-
-
 def _is_postgres(session: Connection) -> bool:
     return bool(session.dialect.name == "postgresql")
 
@@ -610,7 +605,9 @@ def add_event(*, session: Connection, job_id: str, kind: str, now: float, data: 
 
 
 def add_blob_ref(*, session: Connection, blob_key: str, owner: str) -> None:
-    session.execute(_insert(session, t.blob_refs).values(blob_key=blob_key, owner=owner).on_conflict_do_nothing())
+    session.execute(
+        t.upsert_insert(session, t.blob_refs).values(blob_key=blob_key, owner=owner).on_conflict_do_nothing()
+    )
 
 
 def _refund(

@@ -6,8 +6,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
 from storage import tables as t
@@ -44,10 +42,6 @@ def record_entry(
     )
 
 
-def _insert(session: Connection, table: Any) -> Any:
-    return (pg_insert if session.dialect.name == "postgresql" else sqlite_insert)(table)
-
-
 def find_user(*, session: Connection, platform: str, platform_user_id: str) -> User | None:
     u = t.users.c
     row = (
@@ -69,7 +63,7 @@ def ensure_user(
 ) -> User:
     """The user, created with the welcome credits (recorded as a grant) on first sight."""
     created = session.execute(
-        _insert(session, t.users)
+        t.upsert_insert(session, t.users)
         .values(
             platform=platform,
             platform_user_id=platform_user_id,
@@ -125,7 +119,7 @@ def get_scope(*, session: Connection, scope: str) -> dict[str, Any] | None:
 def update_scope(*, session: Connection, scope: str, now: float, **values: Any) -> None:
     """Create or change the operator settings of one scope (global, a chat or a guild)."""
     defaults: dict[str, Any] = {"paused": False, "pause_reason": "", "channels": [], "extra": {}}
-    statement = _insert(session, t.scope_settings).values(scope=scope, updated_at=now, **{**defaults, **values})
+    statement = t.upsert_insert(session, t.scope_settings).values(scope=scope, updated_at=now, **{**defaults, **values})
     session.execute(statement.on_conflict_do_update(index_elements=["scope"], set_={"updated_at": now, **values}))
 
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import Table
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
 import storage.models  # noqa: F401  (defines the tables on SQLModel.metadata)
@@ -17,3 +22,8 @@ images: Table = _tables["images"]
 blob_refs: Table = _tables["blob_refs"]
 audit_log: Table = _tables["audit_log"]
 scope_settings: Table = _tables["scope_settings"]
+
+
+def upsert_insert(session: Connection, table: Table) -> Any:
+    """An INSERT of the session's dialect, which offers ON CONFLICT (the two spell it alike)."""
+    return (pg_insert if session.dialect.name == "postgresql" else sqlite_insert)(table)

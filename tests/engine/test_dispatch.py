@@ -182,7 +182,7 @@ async def test_deadline_fails_and_cancels_at_the_provider(db: Database, tmp_path
         await h.submit("j1", user)
         draining = asyncio.create_task(h.dispatcher(["fal-flux-pulid"], heartbeat_s=0.05).drain())
         await wait_until(lambda: bool(h.fal.requests("status")))  # submitted: there is something to cancel
-        await db.write(_set_deadline, job_id="j1", deadline=time.time())
+        await db.write(_set_job, job_id="j1", deadline_at=time.time())
         await asyncio.wait_for(draining, 10)
         job = await h.job("j1")
         assert job.state == JobState.FAILED and job.error == "deadline"
@@ -190,12 +190,13 @@ async def test_deadline_fails_and_cancels_at_the_provider(db: Database, tmp_path
         assert await credits_of(db, user) == (10, 0)
 
 
-def _set_deadline(*, session: object, job_id: str, deadline: float) -> None:
+def _set_job(*, session: object, job_id: str, **values: object) -> None:
+    """Move a job's clock fields by hand: deadlines and due times without waiting for them."""
     from sqlalchemy import update
 
     from storage import tables
 
-    session.execute(update(tables.jobs).where(tables.jobs.c.id == job_id).values(deadline_at=deadline))  # type: ignore[attr-defined]
+    session.execute(update(tables.jobs).where(tables.jobs.c.id == job_id).values(**values))  # type: ignore[attr-defined]
 
 
 async def test_many_jobs_respect_the_backend_concurrency(db: Database, tmp_path: Path) -> None:
@@ -221,7 +222,7 @@ async def test_a_job_that_waited_past_its_deadline_is_not_sent(db: Database, tmp
     async with harness(db, tmp_path) as h:
         user = await new_user(db, credits=10)
         await h.submit("stale", user)
-        await db.write(_set_deadline, job_id="stale", deadline=time.time() - 1)
+        await db.write(_set_job, job_id="stale", deadline_at=time.time() - 1)
         await h.dispatcher(["fal-flux-pulid"]).drain()
         job = await h.job("stale")
         assert job.state == JobState.FAILED and job.error == "deadline"
@@ -243,18 +244,10 @@ async def test_a_long_retry_after_puts_the_job_back_in_the_queue(db: Database, t
         assert h.backoffs == []  # the slot was not held for the wait
         assert not any(e.kind == "finished" for e in h.events)
         assert await credits_of(db, user) == (10, 1)  # still reserved, not charged
-        await db.write(_set_run_after, job_id="j1", run_after=time.time())  # the wait is over
+        await db.write(_set_job, job_id="j1", run_after=time.time())  # the wait is over
         await dispatcher.drain()
         job = await h.job("j1")
         assert job.state == JobState.SUCCEEDED and job.attempt == 2
         assert len(h.fal.requests("submit")) == 2
         assert await credits_of(db, user) == (9, 0)
         assert await drift(db) == []
-
-
-def _set_run_after(*, session: object, job_id: str, run_after: float) -> None:
-    from sqlalchemy import update
-
-    from storage import tables
-
-    session.execute(update(tables.jobs).where(tables.jobs.c.id == job_id).values(run_after=run_after))  # type: ignore[attr-defined]

@@ -18,10 +18,10 @@ from pathlib import Path
 import aiohttp
 
 from benchmarks.instant import InstantBackend
-from bot.runtime import Runtime
-from bot.service_runner import serve
 from bot.settings import Settings
-from bot.store import open_blobs, open_database
+from bot.wiring.engine import EngineParts
+from bot.wiring.service import serve
+from bot.wiring.store import open_blobs, open_database
 from engine.dispatch import Dispatcher
 from engine.events import ProgressHub
 from engine.metrics import Metrics
@@ -73,7 +73,7 @@ async def measure(users: int, rate: float) -> tuple[float, float, int, float]:
                 worker_id=f"{socket.gethostname()}:{os.getpid()}", metrics=metrics,
             )  # fmt: skip
             async with aiohttp.ClientSession() as http:
-                runtime = Runtime(settings, db, blobs, http, hub, router, dispatcher, metrics)
+                runtime = EngineParts(settings, db, blobs, http, hub, router, dispatcher, metrics)
                 stop = asyncio.Event()
                 serving = asyncio.create_task(serve(runtime, stop))
                 await telegram.wait_for(lambda: telegram.waiting_polls > 0, timeout=30)

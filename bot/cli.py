@@ -1,25 +1,17 @@
-"""The `likeness` command: the composition root of every process."""
+"""The `likeness` command: parses arguments and calls the composition root in `bot.wiring`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from bot import logs
-from bot.errors import UserError
-from bot.service.actors import SHELL_ACTOR
-from bot.service.admin import AdminService
+from bot.errors import OperatorError, UserError
 from bot.settings import Settings, SettingsError, load_settings
-from bot.store import open_database
-from storage.db import Database, DatabaseUrlError
-
-log = logging.getLogger(__name__)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -84,6 +76,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _admin(settings: Settings, args: argparse.Namespace) -> str:
+    from bot.service.actors import SHELL_ACTOR
+    from bot.service.admin import AdminService
+    from bot.wiring.store import open_database
+
     db = await open_database(settings)
     try:
         service = AdminService(
@@ -109,24 +105,19 @@ async def _admin(settings: Settings, args: argparse.Namespace) -> str:
             case "resume":
                 return await service.pause(actor, paused=False)
         raise AssertionError(args.admin_command)
+    except UserError as exc:  # the admin use cases answer the shell as they answer a chat admin
+        raise OperatorError(exc.message) from None
     finally:
         await db.dispose()
-
-
-async def _db_upgrade(settings: Settings) -> str:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.resolved_database_url, schema=settings.database_schema)
-    try:
-        await db.upgrade()
-    finally:
-        await db.dispose()
-    return "database is up to date"
 
 
 async def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
     match args.command:
         case "db":
-            print(await _db_upgrade(settings))
+            from bot.wiring.store import upgrade_database
+
+            await upgrade_database(settings)
+            print("database is up to date")
         case "admin":
             print(await _admin(settings, args))
         case "generate":
@@ -140,15 +131,15 @@ async def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
             try:
                 count = await sync_commands(settings.discord, args.guild)
             except ValueError:
-                raise UserError("LIKENESS_DISCORD__TOKEN is not set") from None
+                raise OperatorError("LIKENESS_DISCORD__TOKEN is not set") from None
             where = f"guild {args.guild}" if args.guild else "globally"
             print(f"synced {count} commands {where}")
         case "run":
-            from bot.service_runner import run_service
+            from bot.wiring.service import run_service
 
             await run_service(settings)
         case "worker":
-            from bot.service_runner import run_worker
+            from bot.wiring.worker import run_worker
 
             await run_worker(settings)
     return 0
@@ -162,11 +153,14 @@ GENERATE_PARAMS = (
 
 async def _generate(settings: Settings, args: argparse.Namespace) -> list[Path]:
     from bot.generate import GenerateArgs, generate
-    from bot.runtime import open_runtime
+    from bot.wiring.engine import open_engine
 
     params = {name: getattr(args, name) for name in GENERATE_PARAMS}
-    async with open_runtime(settings) as runtime:
-        return await generate(runtime, GenerateArgs(args.face, args.prompt, args.backend, args.out, params))
+    async with open_engine(settings) as parts:
+        try:
+            return await generate(parts, GenerateArgs(args.face, args.prompt, args.backend, args.out, params))
+        except UserError as exc:  # the photo and prompt checks speak to whoever submitted the job
+            raise OperatorError(exc.message) from None
 
 
 def _models(settings: Settings, command: str) -> int:
@@ -189,45 +183,33 @@ def _models(settings: Settings, command: str) -> int:
     try:
         written = weights.download(models_dir, token, show)
     except weights.WeightsError as exc:
-        raise UserError(str(exc)) from None
+        raise OperatorError(str(exc)) from None
     for path in written:
         print(path)
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; a settings or operator error ends as one line on stderr and a non-zero exit."""
     args = _parser().parse_args(argv)
     try:
         settings = load_settings()
     except SettingsError as exc:
-        print(f"likeness: {exc}", file=sys.stderr)
-        return 2
-    secrets = _secrets(settings)
+        return _fail(exc, code=2)
+    secrets = settings.secrets()
     logs.configure(fmt=settings.log.format, level=settings.log.level, secrets=secrets)
     try:
         return asyncio.run(_dispatch(settings, args))
-    except (UserError, DatabaseUrlError) as exc:
-        print(f"likeness: {getattr(exc, 'message', exc)}", file=sys.stderr)
-        return 1
+    except OperatorError as exc:
+        return _fail(exc, code=1, secrets=secrets)
     except KeyboardInterrupt:
         return 130
 
 
-def _secrets(settings: Settings) -> list[str]:
-    values = [
-        settings.telegram.token,
-        settings.telegram.webhook_secret,
-        settings.discord.token,
-        settings.fal.key,
-        settings.replicate.token,
-        settings.wavespeed.key,
-        settings.segmind.key,
-    ]
-    found = [v.get_secret_value() for v in values if v is not None]
-    password = urlsplit(settings.database_url or "").password
-    if password:
-        found.append(password)
-    return found
+def _fail(error: OperatorError, *, code: int, secrets: Sequence[str] = ()) -> int:
+    line = " ".join(logs.Redactor(secrets).redact(error.message).split())
+    print(f"likeness: {line}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -13,11 +13,11 @@ from typing import Any
 from bot import messages
 from bot.errors import UserError
 from bot.intake import normalize_photo
-from bot.runtime import Runtime
+from bot.wiring.engine import EngineParts
 from bot.service.core import EXTENSIONS
 from engine.events import JobProgress, ProgressKind
 from engine.request import GenerationRequest, size_for_aspect
-from storage import jobs, quota
+from storage import delivery, jobs, users
 from storage.models import Job
 from storage.states import DeliveryState, JobState, Tier
 
@@ -45,7 +45,7 @@ def build_request(prompt: str, faces: tuple[bytes, ...], params: dict[str, Any])
     return GenerationRequest(prompt=prompt, faces=faces, **values)
 
 
-async def generate(runtime: Runtime, args: GenerateArgs) -> list[Path]:
+async def generate(runtime: EngineParts, args: GenerateArgs) -> list[Path]:
     """Run one job to its end; returns the written files. Raises UserError with one clear line."""
     faces: list[bytes] = []
     for path in args.faces:
@@ -66,7 +66,7 @@ async def generate(runtime: Runtime, args: GenerateArgs) -> list[Path]:
 
     now = time.time()
     user = await runtime.db.write(
-        quota.ensure_user,
+        users.ensure_user,
         platform=OPERATOR[0],
         platform_user_id=OPERATOR[1],
         now=now,
@@ -111,12 +111,12 @@ async def generate(runtime: Runtime, args: GenerateArgs) -> list[Path]:
         path.write_bytes(await runtime.blobs.get(image.blob_key))
         written.append(path)
     await runtime.db.write(
-        jobs.mark_delivery, job_id=job_id, state=DeliveryState.DELIVERED, path="file", now=time.time()
+        delivery.mark_delivery, job_id=job_id, state=DeliveryState.DELIVERED, path="file", now=time.time()
     )
     return written
 
 
-async def _until_finished(runtime: Runtime, job_id: str, dispatching: asyncio.Task[None]) -> Job:
+async def _until_finished(runtime: EngineParts, job_id: str, dispatching: asyncio.Task[None]) -> Job:
     while True:
         job = await runtime.db.read(jobs.get, job_id=job_id)
         assert job is not None

@@ -11,34 +11,15 @@ from dataclasses import dataclass
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from bot.settings import parse_address
 from engine.metrics import Metrics
-from storage import metrics_queries
+from storage import stats
 from storage.db import Database
 
 log = logging.getLogger(__name__)
 
 # A probe that waits on a stuck database longer than this reports it as not ready.
 DB_TIMEOUT_S = 2.0
-
-
-class AddressError(ValueError):
-    """LIKENESS_METRICS__ADDRESS is not host:port."""
-
-
-def parse_address(address: str) -> tuple[str, int] | None:
-    """(host, port) from "host:port" or "[v6 host]:port"; None for an empty address (server off)."""
-    address = address.strip()
-    if not address:
-        return None
-    host, sep, port_text = address.rpartition(":")
-    if not sep or not host or not port_text.isdigit():
-        raise AddressError(f"LIKENESS_METRICS__ADDRESS: {address!r} is not host:port")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    port = int(port_text)
-    if port > 65_535:
-        raise AddressError(f"LIKENESS_METRICS__ADDRESS: port {port} is out of range")
-    return host, port
 
 
 @dataclass
@@ -70,7 +51,7 @@ class _Handlers:
         if not self.ready():
             return web.Response(status=503, text="starting")
         try:
-            answered = await asyncio.wait_for(self.db.read(metrics_queries.ping), timeout=DB_TIMEOUT_S)
+            answered = await asyncio.wait_for(self.db.read(stats.ping), timeout=DB_TIMEOUT_S)
         except Exception as exc:  # any failure to reach the store means not ready, whatever its type
             log.warning("readiness: database check failed error=%s", type(exc).__name__)
             answered = False
@@ -80,9 +61,7 @@ class _Handlers:
 
     async def metrics_page(self, _request: web.Request) -> web.Response:
         try:
-            counts = await asyncio.wait_for(
-                self.db.read(metrics_queries.job_counts, now=self.clock()), timeout=DB_TIMEOUT_S
-            )
+            counts = await asyncio.wait_for(self.db.read(stats.job_counts, now=self.clock()), timeout=DB_TIMEOUT_S)
         except Exception as exc:  # the process metrics are still worth serving without the store's
             log.warning("metrics: job counts unavailable error=%s", type(exc).__name__)
             counts = None
@@ -117,7 +96,9 @@ async def start_health_server(
     ready: Callable[[], bool],
     clock: Callable[[], float] = time.time,
 ) -> HealthServer | None:
-    """Serve the endpoints on ``address`` ("host:port"; port 0 picks a free one); None if it is empty."""
+    """Serve the endpoints on ``address`` ("host:port"; port 0 picks a free one); None if it is empty.
+
+    Raises ValueError for an address that is not host:port and OSError when it cannot be bound."""
     parsed = parse_address(address)
     if parsed is None:
         log.info("health and metrics server off")

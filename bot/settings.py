@@ -4,24 +4,41 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from bot.errors import OperatorError
+from engine.catalogue import BACKEND_NAMES
 from engine.local.settings import LocalSettings
 from engine.providers.settings import FalSettings, ReplicateSettings, SegmindSettings, WaveSpeedSettings
 from engine.settings import DispatchSettings
 from storage.settings import CreditSettings, QueueSettings
 
-BACKEND_NAMES = (
-    "fal-flux-pulid",
-    "fal-pulid",
-    "replicate-flux-pulid",
-    "wavespeed-flux-pulid",
-    "segmind-flux-pulid",
-    "local",
-)
 PLATFORMS = ("telegram", "discord")
+DATABASE_URL_SHAPES = "sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/NAME"
+
+
+def parse_address(address: str) -> tuple[str, int] | None:
+    """(host, port) from "host:port" or "[v6 host]:port"; None for an empty address (nothing to serve)."""
+    address = address.strip()
+    if not address:
+        return None
+    host, sep, port_text = address.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise ValueError(f"{address!r} is not host:port")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    port = int(port_text)
+    if port > 65_535:
+        raise ValueError(f"port {port} is out of range")
+    return host, port
+
+
+def _address(value: str) -> str:
+    parse_address(value)
+    return value
 
 
 class TelegramSettings(BaseModel):
@@ -35,6 +52,8 @@ class TelegramSettings(BaseModel):
     # Telegram's broadcast limit: about 30 messages a second overall (more with paid broadcasts); 0: none.
     max_messages_per_s: float = Field(30, ge=0)
 
+    _listen_shape = field_validator("webhook_listen")(_address)
+
 
 class DiscordSettings(BaseModel):
     token: SecretStr | None = None
@@ -45,6 +64,8 @@ class DiscordSettings(BaseModel):
 
 class MetricsSettings(BaseModel):
     address: str = "127.0.0.1:9464"  # empty: no health or metrics server
+
+    _address_shape = field_validator("address")(_address)
 
 
 class LogSettings(BaseModel):
@@ -98,6 +119,25 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown backend {unknown[0]!r}; known: {', '.join(BACKEND_NAMES)}")
         return value
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_shape(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        # The store decides what it can open; imported here so commands without a database URL skip it.
+        from storage.db import normalize_url
+
+        try:
+            normalize_url(value)
+        except ValueError:
+            # Never echo the URL: it may carry the password.
+            scheme, sep, _ = value.partition("://")
+            known = scheme.partition("+")[0] in ("sqlite", "postgresql")
+            if sep and not known and scheme.replace("+", "").isalnum():
+                raise ValueError(f"unsupported database {scheme!r}: use {DATABASE_URL_SHAPES}") from None
+            raise ValueError(f"not a database URL: use {DATABASE_URL_SHAPES}") from None
+        return value
+
     @field_validator("admins")
     @classmethod
     def _admin_ids(cls, value: list[str]) -> list[str]:
@@ -124,8 +164,27 @@ class Settings(BaseSettings):
     def blobs_dir(self) -> Path:
         return self.data_dir / "blobs"
 
+    def secrets(self) -> list[str]:
+        """Every configured token, key and password: the log and the operator's error lines hide them."""
+        found = _secret_values(self)
+        password = urlsplit(self.database_url or "").password
+        if password:
+            found.append(password)
+        return found
 
-class SettingsError(Exception):
+
+def _secret_values(model: BaseModel) -> list[str]:
+    found: list[str] = []
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, SecretStr):
+            found.append(value.get_secret_value())
+        elif isinstance(value, BaseModel):
+            found.extend(_secret_values(value))
+    return found
+
+
+class SettingsError(OperatorError):
     """A missing or malformed setting; the message is one line naming the variable."""
 
 
@@ -135,4 +194,5 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         error = exc.errors()[0]
         variable = "LIKENESS_" + "__".join(str(part) for part in error["loc"]).upper()
-        raise SettingsError(f"{variable}: {error['msg']}") from None
+        cause = error.get("ctx", {}).get("error") if error["type"] == "value_error" else None
+        raise SettingsError(f"{variable}: {cause or error['msg']}") from None

@@ -18,7 +18,7 @@ from bot.discord.client import LikenessClient
 from bot.discord.commands import ChannelChange, OptionRanges, add_commands
 from bot.discord.endpoints import configured_endpoints
 from bot.discord.views import ActionButton, view_for
-from bot.errors import UserError
+from bot.errors import OperatorError, UserError
 from bot.frontend import Undeliverable
 from bot.intake import MAX_BYTES
 from bot.service.actors import Actor
@@ -26,7 +26,7 @@ from bot.service.core import ImagineInput, LikenessService
 from bot.service.replies import Action, Reply, ReplyImage
 from bot.settings import DiscordSettings
 from engine.request import size_for_aspect
-from storage import quota
+from storage import audit, scopes
 from storage.models import Job
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ NSFW_CAPABLE = (discord.TextChannel, discord.VoiceChannel, discord.StageChannel,
 AnyInteraction = discord.Interaction[Any]
 
 
-class DiscordStartError(UserError):
+class DiscordStartError(OperatorError):
     """The Discord client could not log in or connect to the gateway (the message is for the operator)."""
 
 
@@ -212,8 +212,7 @@ class DiscordFrontEnd:
         scope, now = actor.scope, self.service.clock()
 
         def apply(session: Any) -> list[str]:
-            found = quota.get_scope(session=session, scope=scope)
-            channels = [str(c) for c in (found or {}).get("channels") or []]
+            channels = list(scopes.get_scope(session=session, scope=scope).channels)
             if change == "list":
                 return channels
             if change == "add":
@@ -222,8 +221,8 @@ class DiscordFrontEnd:
                 channels = [c for c in channels if c != channel_id]
             else:
                 channels = []
-            quota.update_scope(session=session, scope=scope, now=now, channels=channels)
-            quota.audit(
+            scopes.update_scope(session=session, scope=scope, now=now, channels=channels)
+            audit.record(
                 session=session,
                 actor=actor.key,
                 action=f"channels-{change}",

@@ -10,7 +10,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot.health import AddressError, HealthServer, parse_address, start_health_server
+from bot.health import HealthServer, start_health_server
+from bot.settings import SettingsError, load_settings, parse_address
 from engine.metrics import Metrics
 from storage import jobs
 from storage.db import Database
@@ -59,8 +60,10 @@ def test_address_parsing() -> None:
     assert parse_address("0.0.0.0:0") == ("0.0.0.0", 0)
     assert parse_address("[::1]:9464") == ("::1", 9464)
     for bad in ("9464", "localhost", "host:port", ":9464", "127.0.0.1:70000"):
-        with pytest.raises(AddressError, match="LIKENESS_METRICS__ADDRESS"):
+        with pytest.raises(ValueError, match=r"host:port|out of range"):
             parse_address(bad)
+        with pytest.raises(SettingsError, match=r"^LIKENESS_METRICS__ADDRESS: "):
+            load_settings(_env_file=None, metrics={"address": bad})
 
 
 async def test_empty_address_starts_nothing(db: Database) -> None:

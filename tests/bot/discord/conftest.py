@@ -16,8 +16,8 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 import bot.discord.frontend
-from bot.runtime import Runtime, open_runtime
-from bot.service_runner import serve
+from bot.wiring.engine import EngineParts, open_engine
+from bot.wiring.service import serve
 from bot.settings import Settings
 from storage import jobs, quota
 from storage import tables as t
@@ -58,7 +58,7 @@ class Stack:
     discord: FakeDiscord
     fal: FakeFal
     settings: Settings
-    runtime: Runtime | None = None
+    runtime: EngineParts | None = None
 
     @property
     def db(self) -> Any:
@@ -66,10 +66,10 @@ class Stack:
         return self.runtime.db
 
     @contextlib.asynccontextmanager
-    async def serving(self, settings: Settings | None = None) -> AsyncIterator[Runtime]:
+    async def serving(self, settings: Settings | None = None) -> AsyncIterator[EngineParts]:
         """`likeness run` in a task: open the runtime on the data directory and serve until the block ends."""
         connections = len(self.discord.connections)
-        async with open_runtime(settings or self.settings) as runtime:
+        async with open_engine(settings or self.settings) as runtime:
             stop = asyncio.Event()
             task = asyncio.create_task(serve(runtime, stop))
 

@@ -12,8 +12,8 @@ from typing import Any
 
 from PIL import Image
 
-from bot.runtime import Runtime, open_runtime
-from bot.service_runner import serve
+from bot.wiring.engine import EngineParts, open_engine
+from bot.wiring.service import serve
 from bot.settings import Settings
 from storage import jobs, quota
 from storage.models import Job, User
@@ -42,7 +42,7 @@ class Stack:
     telegram: FakeTelegram
     fal: FakeFal
     settings: Settings
-    runtime: Runtime | None = None
+    runtime: EngineParts | None = None
     _stop: asyncio.Event | None = None
     _task: asyncio.Task[None] | None = None
     _cursor: dict[int, int] = field(default_factory=dict)
@@ -52,7 +52,7 @@ class Stack:
         ready = asyncio.Event()
 
         async def run() -> None:
-            async with open_runtime(self.settings) as runtime:
+            async with open_engine(self.settings) as runtime:
                 self.runtime = runtime
                 ready.set()
                 await serve(runtime, self._stop)  # type: ignore[arg-type]

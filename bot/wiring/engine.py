@@ -1,4 +1,4 @@
-"""The composition root's parts: store, backends, router, dispatcher, wired once per process."""
+"""The engine side of every process: backends, router, dispatcher and metrics over the opened store."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from bot.settings import BACKEND_NAMES, Settings
-from bot.store import open_blobs, open_database
+from bot.settings import Settings
+from bot.wiring.store import open_blobs, open_database
 from engine.backend import Backend
+from engine.catalogue import BACKEND_NAMES, LOCAL
 from engine.dispatch import Dispatcher
 from engine.events import ProgressHub
 from engine.metrics import Metrics
@@ -27,7 +28,9 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class Runtime:
+class EngineParts:
+    """What one process opened: the store, the backends behind the router, and the dispatcher."""
+
     settings: Settings
     db: Database
     blobs: LocalBlobStore
@@ -39,6 +42,7 @@ class Runtime:
 
 
 def build_backends(settings: Settings, http: aiohttp.ClientSession) -> dict[str, Backend]:
+    """Every provider backend, and the local engine when it is enabled."""
     backends = build_provider_backends(
         http,
         fal=settings.fal,
@@ -49,19 +53,25 @@ def build_backends(settings: Settings, http: aiohttp.ClientSession) -> dict[str,
     if settings.local.enabled:
         from engine.local.backend import LocalBackend  # torch and friends only where the engine runs
 
-        backends["local"] = LocalBackend(settings.local_settings)
+        backends[LOCAL] = LocalBackend(settings.local_settings)
     return backends
 
 
 def default_route(settings: Settings, backends: dict[str, Backend]) -> list[str]:
-    """LIKENESS_ROUTE, or every configured backend in the documented order."""
+    """LIKENESS_ROUTE, or every configured backend in the catalogue's order."""
     if settings.route:
         return list(settings.route)
     return [name for name in BACKEND_NAMES if name in backends and backends[name].unavailable_reason() is None]
 
 
+def worker_id() -> str:
+    """Names this process in the ledger's leases: host, pid and a few random characters."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
 @contextlib.asynccontextmanager
-async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
+async def open_engine(settings: Settings) -> AsyncIterator[EngineParts]:
+    """Open the store and wire the engine over it; everything is closed when the block ends."""
     db = await open_database(settings)
     try:
         async with aiohttp.ClientSession() as http:
@@ -82,11 +92,11 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
                 settings=settings.dispatch,
                 queue=settings.queue,
                 hub=hub,
-                worker_id=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}",
+                worker_id=worker_id(),
                 metrics=metrics,
             )
             try:
-                yield Runtime(settings, db, blobs, http, hub, router, dispatcher, metrics)
+                yield EngineParts(settings, db, blobs, http, hub, router, dispatcher, metrics)
             finally:
                 for backend in backends.values():
                     close = getattr(backend, "close", None)

@@ -13,8 +13,8 @@ from typing import Any
 from bot import messages
 from bot.errors import UserError
 from bot.intake import normalize_photo
-from bot.wiring.engine import EngineParts
 from bot.service.core import EXTENSIONS
+from bot.wiring.engine import EngineParts
 from engine.events import JobProgress, ProgressKind
 from engine.request import GenerationRequest, size_for_aspect
 from storage import delivery, jobs, users

@@ -16,9 +16,9 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 import bot.discord.frontend
+from bot.settings import Settings
 from bot.wiring.engine import EngineParts, open_engine
 from bot.wiring.service import serve
-from bot.settings import Settings
 from storage import jobs, quota
 from storage import tables as t
 from storage.models import Job, User

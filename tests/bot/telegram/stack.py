@@ -12,9 +12,9 @@ from typing import Any
 
 from PIL import Image
 
+from bot.settings import Settings
 from bot.wiring.engine import EngineParts, open_engine
 from bot.wiring.service import serve
-from bot.settings import Settings
 from storage import jobs, quota
 from storage.models import Job, User
 from tests.fakes import fal

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import tiny
 import torch
 
 from engine.local.adapter import (
@@ -16,6 +15,7 @@ from engine.local.adapter import (
     read_shapes,
 )
 from engine.local.injection import IdentityInjection
+from tests.engine.local import tiny
 
 # The released pulid_flux_v0.9.1.safetensors, as (key pattern -> shape), expanded below.
 ENCODER_LAYER = {

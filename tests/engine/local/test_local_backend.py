@@ -9,15 +9,14 @@ from typing import Any
 
 import numpy as np
 import pytest
-import scripted
-import tiny
-from face_models import face_photo
 
 from engine.backend import ProviderRef, Stage
 from engine.errors import InvalidInputError, NoFaceError, ProviderFailedError, TransientError
 from engine.local.backend import CAPABILITIES, LocalBackend
 from engine.local.settings import LocalSettings
 from engine.request import GenerationRequest
+from tests.engine.local import scripted, tiny
+from tests.engine.local.face_models import face_photo
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -8,8 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tiny
-from face_models import face_photo
 from PIL import Image
 
 from engine.dispatch import Dispatcher
@@ -23,6 +21,8 @@ from storage.blobs import LocalBlobStore
 from storage.db import Database
 from storage.settings import QueueSettings
 from storage.states import JobState
+from tests.engine.local import tiny
+from tests.engine.local.face_models import face_photo
 from tests.storage.ledger_helpers import credits_of, drift, new_user
 
 

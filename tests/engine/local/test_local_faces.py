@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from face_models import KEYPOINTS, face_photo, write_antelope_dir
 
 from engine.errors import NoFaceError
 from engine.local.faces import (
@@ -16,6 +15,7 @@ from engine.local.faces import (
     align_face,
     whiten_background,
 )
+from tests.engine.local.face_models import KEYPOINTS, face_photo, write_antelope_dir
 
 
 @pytest.fixture(scope="module")

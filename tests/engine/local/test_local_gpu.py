@@ -42,9 +42,8 @@ def test_bisenet_parser_labels_an_aligned_face() -> None:
 
 
 def test_compiled_hooked_transformer_matches_eager() -> None:
-    import tiny
-
     from engine.local.injection import IdentityInjection
+    from tests.engine.local import tiny
 
     transformer = tiny.tiny_transformer().cuda()
     injection = IdentityInjection(tiny.tiny_adapter().cuda())

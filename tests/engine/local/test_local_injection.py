@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import tiny
 import torch
 
 from engine.local.injection import IdentityInjection
+from tests.engine.local import tiny
 
 
 def inputs(seed: int = 0) -> dict[str, Any]:

@@ -8,14 +8,14 @@ from typing import Any
 
 import numpy as np
 import pytest
-import tiny
 import torch
-from face_models import face_photo
 
 from engine.errors import InvalidInputError
 from engine.local.id_encoder import PhotoFeatures, combine
 from engine.local.jobs import RenderCancelled, RenderJob
 from engine.local.renderer import Placement, decode_photo, encode_image
+from tests.engine.local import tiny
+from tests.engine.local.face_models import face_photo
 
 
 def png(image: np.ndarray) -> bytes:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import tiny
 import torch
 
 from engine.local.injection import IdentityInjection
@@ -22,6 +21,7 @@ from engine.local.sampling import (
     pack,
     unpack,
 )
+from tests.engine.local import tiny
 
 HW = latent_size(32, 32, 2)  # 32x32 pixels with the tiny VAE (scale 2) -> 16x16 latent, 64 tokens
 

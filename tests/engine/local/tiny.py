@@ -238,9 +238,8 @@ def write_pulid_file(path: Path, seed: int = 1) -> Path:
 
 def write_models_dir(root: Path) -> Path:
     """A models directory in the production layout, with tiny random weights."""
-    from face_models import write_antelope_dir
-
     from engine.local import weights
+    from tests.engine.local.face_models import write_antelope_dir
 
     write_flux_dir(root / weights.FLUX_DIR)
     write_pulid_file(root / weights.PULID_FILE)

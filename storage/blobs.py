@@ -9,11 +9,6 @@ import tempfile
 from pathlib import Path
 from typing import Protocol
 
-from sqlalchemy import delete, select
-from sqlalchemy.engine import Connection
-
-from storage import tables as t
-
 
 class BlobStore(Protocol):
     """Immutable blobs named by the sha256 of their bytes, so one blob can serve several rows."""
@@ -75,19 +70,3 @@ class LocalBlobStore:
 
     async def exists(self, key: str) -> bool:
         return await asyncio.to_thread(self.path(key).exists)
-
-
-def release(*, session: Connection, owner: str) -> list[str]:
-    """Drop every reference held by ``owner``; returns the keys nothing references any more.
-
-    The caller deletes those blobs after its transaction commits.
-    """
-    r = t.blob_refs.c
-    keys = list((session.execute(select(r.blob_key).where(r.owner == owner))).scalars())
-    if not keys:
-        return []
-    session.execute(delete(t.blob_refs).where(r.owner == owner))
-    other = t.blob_refs.alias("other")
-    still_used = (session.execute(select(other.c.blob_key).where(other.c.blob_key.in_(keys)).distinct())).scalars()
-    used = set(still_used)
-    return [key for key in keys if key not in used]

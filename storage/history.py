@@ -5,8 +5,8 @@ from __future__ import annotations
 from sqlalchemy import delete, func, select
 from sqlalchemy.engine import Connection
 
+from storage import blob_refs
 from storage import tables as t
-from storage.blobs import release
 from storage.identities import remove as remove_identities
 from storage.jobs import to_job
 from storage.models import Job
@@ -45,7 +45,7 @@ def forget(*, session: Connection, user_id: int) -> list[str] | None:
     _count, freed = remove_identities(session=session, user_id=user_id)
     job_ids = list(session.execute(select(_j.id).where(_j.user_id == user_id)).scalars())
     for job_id in job_ids:
-        freed += release(session=session, owner=f"job:{job_id}")
+        freed += blob_refs.release(session=session, owner=blob_refs.job_owner(job_id))
     if job_ids:
         session.execute(delete(t.images).where(t.images.c.job_id.in_(job_ids)))
         session.execute(delete(t.job_events).where(t.job_events.c.job_id.in_(job_ids)))

@@ -5,16 +5,11 @@ from __future__ import annotations
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Connection
 
+from storage import blob_refs
 from storage import tables as t
-from storage.blobs import release
-from storage.jobs import add_blob_ref
 from storage.models import Identity
 
 _i = t.identities.c
-
-
-def _owner(identity_id: int) -> str:
-    return f"identity:{identity_id}"
 
 
 def list_identities(*, session: Connection, user_id: int) -> list[Identity]:
@@ -43,7 +38,7 @@ def save(
     existing = find(session=session, user_id=user_id, name=name)
     freed: list[str] = []
     if existing is not None and existing.id is not None:
-        freed = release(session=session, owner=_owner(existing.id))
+        freed = blob_refs.release(session=session, owner=blob_refs.identity_owner(existing.id))
         session.execute(delete(t.identities).where(_i.id == existing.id))
     session.execute(update(t.identities).where(_i.user_id == user_id).values(is_default=False))
     new_id = session.execute(
@@ -52,7 +47,7 @@ def save(
         .returning(_i.id)
     ).scalar_one()
     for key in photo_keys:
-        add_blob_ref(session=session, blob_key=key, owner=_owner(new_id))
+        blob_refs.add(session=session, blob_key=key, owner=blob_refs.identity_owner(new_id))
     freed = [key for key in freed if key not in photo_keys]
     identity = find(session=session, user_id=user_id, name=name)
     assert identity is not None
@@ -75,7 +70,7 @@ def remove(*, session: Connection, user_id: int, name: str | None = None) -> tup
     ids = list(session.execute(query).scalars())
     freed: list[str] = []
     for identity_id in ids:
-        freed += release(session=session, owner=_owner(identity_id))
+        freed += blob_refs.release(session=session, owner=blob_refs.identity_owner(identity_id))
     if ids:
         session.execute(delete(t.identities).where(_i.id.in_(ids)))
     return len(ids), freed

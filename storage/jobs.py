@@ -2,36 +2,27 @@
 
 Every function takes the open transaction as ``session`` (see ``Database.write``). A transition that
 finds the row in another state changes nothing and reports so: the loser of a race never wins late.
-Quota moves in the same transaction as the job: reserve on submit, commit on success, refund on failure
-or cancel, each recorded once in the ledger (unique per job and kind).
+Quota moves in the same transaction as the job (see ``storage.quota``): reserve on submit, commit on
+success, refund on failure or cancel.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Float, and_, bindparam, case, func, literal, literal_column, or_, select, update
+from sqlalchemy import Float, and_, bindparam, func, literal_column, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
+from storage import blob_refs, quota
 from storage import tables as t
-from storage.errors import DuplicateJob, QuotaRefused, RefusalReason
+from storage.errors import DuplicateJob
 from storage.models import Image, Job
-from storage.quota import record_entry
-from storage.states import TIER_WEIGHTS, DeliveryState, JobState, LedgerKind
-
-# Spelled as literals so the planners can use the partial indexes (a bound parameter hides the match).
-QUEUED = t.jobs.c.state == literal_column("'queued'")
-DELIVERY_PENDING = t.jobs.c.delivery_state == literal_column("'pending'")
-
-
-def utc_day(now: float) -> str:
-    return dt.datetime.fromtimestamp(now, dt.UTC).strftime("%Y-%m-%d")
+from storage.states import DeliveryState, JobState, LedgerKind
 
 
 @dataclass(frozen=True)
@@ -82,41 +73,6 @@ _u, _j = t.users.c, t.jobs.c
 
 # The hot-path statements are built once: building and cache-keying a statement costs more than
 # SQLite takes to run it.
-
-# Start-time fair queuing: jobs run in order of start tags. The virtual clock is the smallest start tag
-# still queued (or, with an empty queue, the largest finish tag handed out), so a heavy user's backlog
-# cannot push a newcomer behind it. A tier's weight shrinks the tag step of its jobs.
-_VCLOCK = select(
-    func.coalesce(
-        select(func.min(_j.fair_key)).where(QUEUED).scalar_subquery(),
-        select(func.max(_u.last_vfinish)).scalar_subquery(),
-        0.0,
-    )
-).scalar_subquery()
-_STEP = bindparam("cost", type_=Float) / case(
-    *((_u.tier == tier.value, literal(weight)) for tier, weight in TIER_WEIGHTS.items()), else_=literal(1.0)
-)
-_GLOBAL_DAILY = select(t.scope_settings.c.daily_jobs).where(t.scope_settings.c.scope == "global").scalar_subquery()
-_RESERVE = (
-    update(t.users)
-    .where(
-        _u.id == bindparam("uid"),
-        _u.banned.is_(False),
-        or_(_u.unlimited.is_(True), _u.credits - _u.reserved >= bindparam("cost")),
-        or_(
-            _u.unlimited.is_(True),
-            _u.day != bindparam("today"),
-            _u.day_jobs < func.coalesce(_u.daily_jobs_limit, _GLOBAL_DAILY, bindparam("daily_default")),
-        ),
-    )
-    .values(
-        reserved=_u.reserved + bindparam("cost"),
-        day_jobs=case((_u.day == bindparam("today"), _u.day_jobs + 1), else_=1),
-        day=bindparam("today"),
-        last_vfinish=case((_u.last_vfinish > _VCLOCK, _u.last_vfinish), else_=_VCLOCK) + _STEP,
-    )
-    .returning(_u.last_vfinish, _STEP.label("step"))
-)
 _INSERT_JOB = {
     "sqlite": sqlite_insert(t.jobs).on_conflict_do_nothing(index_elements=["id"]),
     "postgresql": pg_insert(t.jobs).on_conflict_do_nothing(index_elements=["id"]),
@@ -128,13 +84,14 @@ def submit(*, session: Connection, job: NewJob, now: float, daily_jobs_default: 
 
     Raises DuplicateJob or QuotaRefused; the caller's transaction then rolls back, so nothing is written.
     """
-    today = utc_day(now)
-    reserved = session.execute(
-        _RESERVE, {"uid": job.user_id, "cost": job.cost, "today": today, "daily_default": daily_jobs_default}
-    ).first()
-    if reserved is None:
-        raise _refusal(session, job, daily_jobs_default)
-    fair_key = float(reserved.last_vfinish - reserved.step)  # the job's start tag
+    fair_key = quota.reserve(
+        session=session, user_id=job.user_id, cost=job.cost, now=now, daily_jobs_default=daily_jobs_default
+    )
+    if fair_key is None:
+        # A repeated chat event for a job that exists is a duplicate, whatever the quota says now.
+        if session.execute(select(_j.id).where(_j.id == job.id)).first():
+            raise DuplicateJob(job.id)
+        raise quota.refusal(session=session, user_id=job.user_id, cost=job.cost, daily_jobs_default=daily_jobs_default)
     inserted = session.execute(
         _INSERT_JOB[session.dialect.name],
         {
@@ -165,27 +122,10 @@ def submit(*, session: Connection, job: NewJob, now: float, daily_jobs_default: 
     )
     if inserted.rowcount == 0:  # the chat event was seen before: the job exists
         raise DuplicateJob(job.id)
-    record_entry(session, job.user_id, job.id, LedgerKind.RESERVE, job.cost, now)
+    quota.record_entry(session, job.user_id, job.id, LedgerKind.RESERVE, job.cost, now)
     for key in job.face_keys:
-        add_blob_ref(session=session, blob_key=key, owner=f"job:{job.id}")
+        blob_refs.add(session=session, blob_key=key, owner=blob_refs.job_owner(job.id))
     return fair_key
-
-
-def _refusal(session: Connection, job: NewJob, daily_jobs_default: int) -> QuotaRefused | DuplicateJob:
-    # A repeated chat event for a job that exists is a duplicate, whatever the quota says now.
-    if session.execute(select(_j.id).where(_j.id == job.id)).first():
-        return DuplicateJob(job.id)
-    row = session.execute(select(t.users).where(_u.id == job.user_id)).first()
-    if row is None:
-        return QuotaRefused(RefusalReason.UNKNOWN_USER)
-    if row.banned:
-        return QuotaRefused(RefusalReason.BANNED)
-    if not row.unlimited and row.credits - row.reserved < job.cost:
-        return QuotaRefused(RefusalReason.NO_CREDITS, needed=job.cost, available=row.credits - row.reserved)
-    limit = row.daily_jobs_limit
-    if limit is None:
-        limit = session.execute(select(_GLOBAL_DAILY)).scalar() or daily_jobs_default
-    return QuotaRefused(RefusalReason.DAILY_LIMIT, limit=int(limit))
 
 
 def to_job(row: Any) -> Job:
@@ -202,7 +142,7 @@ _CANDIDATE = (
     select(_j.id, _j.user_id)
     .join(t.users, _u.id == _j.user_id)
     .where(
-        QUEUED,
+        t.QUEUED,
         _j.run_after <= bindparam("now"),
         _u.running < _CAP,
         _j.user_id.not_in(bindparam("excluded", expanding=True)),
@@ -222,7 +162,7 @@ _START = dict(
     started_at=func.coalesce(_j.started_at, bindparam("now")),
     updated_at=bindparam("now"),
 )
-_CLAIM = update(t.jobs).where(_j.id == bindparam("job"), QUEUED).values(**_START).returning(*t.jobs.c)
+_CLAIM = update(t.jobs).where(_j.id == bindparam("job"), t.QUEUED).values(**_START).returning(*t.jobs.c)
 
 # PostgreSQL does the whole claim in one statement (one round trip, no explicit transaction): pick the
 # candidate skipping rows other claimers hold, take the user's slot (re-checked on the newest row version
@@ -302,26 +242,6 @@ _FINISH = (
     )
     .returning(_j.user_id, _j.cost, _j.created_at)
 )
-_CHARGE = (
-    update(t.users)
-    .where(_u.id == bindparam("uid"))
-    .values(
-        reserved=_u.reserved - bindparam("amount"),
-        credits=case((_u.unlimited, _u.credits), else_=_u.credits - bindparam("amount")),
-        running=_u.running - 1,
-    )
-)
-# A refunded job gives back its daily slot too, if it is still the same UTC day, and its running slot
-# if it was running.
-_REFUND = (
-    update(t.users)
-    .where(_u.id == bindparam("uid"))
-    .values(
-        reserved=_u.reserved - bindparam("amount"),
-        day_jobs=case((and_(_u.day == bindparam("job_day"), _u.day_jobs > 0), _u.day_jobs - 1), else_=_u.day_jobs),
-        running=_u.running - bindparam("was_running"),
-    )
-)
 _RELEASE_SLOT = update(t.users).where(_u.id == bindparam("uid")).values(running=_u.running - 1)
 
 
@@ -369,8 +289,7 @@ def complete(
     row = _finish(session, job_id, attempt, JobState.SUCCEEDED, now, spend_usd=spend_usd, seed=seed, backend=backend)
     if row is None:
         return False
-    session.execute(_CHARGE, {"uid": row.user_id, "amount": row.cost})
-    record_entry(session, row.user_id, job_id, LedgerKind.COMMIT, row.cost, now)
+    quota.commit(session=session, user_id=row.user_id, job_id=job_id, cost=row.cost, now=now)
     if images:
         session.execute(
             t.images.insert(),
@@ -390,7 +309,7 @@ def complete(
             ],
         )
         for key in {image.blob_key for image in images}:
-            add_blob_ref(session=session, blob_key=key, owner=f"job:{job_id}")
+            blob_refs.add(session=session, blob_key=key, owner=blob_refs.job_owner(job_id))
     return True
 
 
@@ -408,7 +327,7 @@ def fail(
     row = _finish(session, job_id, attempt, JobState.FAILED, now, reason=reason, detail=detail, spend_usd=spend_usd)
     if row is None:
         return False
-    _refund(session, job_id, row.user_id, row.cost, row.created_at, now, was_running=True)
+    _refund(session, job_id, row, now, was_running=True)
     add_event(session=session, job_id=job_id, kind="failed", now=now, data={"reason": reason})
     return True
 
@@ -454,7 +373,7 @@ def cancel(*, session: Connection, job_id: str, now: float) -> CancelOutcome:
         )
     ).first()
     if row is not None:
-        _refund(session, job_id, row.user_id, row.cost, row.created_at, now, was_running=False)
+        _refund(session, job_id, row, now, was_running=False)
         add_event(session=session, job_id=job_id, kind="cancelled", now=now)
         return CancelOutcome.CANCELLED
     requested = session.execute(
@@ -468,7 +387,7 @@ def finish_cancelled(*, session: Connection, job_id: str, attempt: int, now: flo
     row = _finish(session, job_id, attempt, JobState.CANCELLED, now, reason="cancelled")
     if row is None:
         return False
-    _refund(session, job_id, row.user_id, row.cost, row.created_at, now, was_running=True)
+    _refund(session, job_id, row, now, was_running=True)
     add_event(session=session, job_id=job_id, kind="cancelled", now=now)
     return True
 
@@ -541,7 +460,7 @@ def queue_position(*, session: Connection, job_id: str) -> int | None:
             select(func.count())
             .select_from(t.jobs)
             .where(
-                QUEUED,
+                t.QUEUED,
                 or_(
                     j.fair_key < me.fair_key,
                     and_(
@@ -555,46 +474,6 @@ def queue_position(*, session: Connection, job_id: str) -> int | None:
     return int(ahead) + 1
 
 
-def pending_deliveries(*, session: Connection, platforms: Sequence[str], limit: int = 50) -> list[Job]:
-    j, u = t.jobs.c, t.users.c
-    rows = session.execute(
-        select(t.jobs)
-        .join(t.users, u.id == j.user_id)
-        .where(DELIVERY_PENDING, u.platform.in_(list(platforms)))
-        .order_by(j.finished_at)
-        .limit(limit)
-    )
-    return [to_job(row) for row in rows]
-
-
-def mark_delivery(*, session: Connection, job_id: str, state: DeliveryState, path: str | None, now: float) -> bool:
-    """pending → delivered or undeliverable, once."""
-    j = t.jobs.c
-    result = session.execute(
-        update(t.jobs)
-        .where(j.id == job_id, j.delivery_state == DeliveryState.PENDING)
-        .values(delivery_state=state, delivery_path=path, updated_at=now)
-    )
-    return bool(result.rowcount == 1)
-
-
-def count_delivery_attempt(*, session: Connection, job_id: str, now: float) -> int:
-    j = t.jobs.c
-    row = (
-        session.execute(
-            update(t.jobs)
-            .where(j.id == job_id)
-            .values(delivery_attempts=j.delivery_attempts + 1, updated_at=now)
-            .returning(j.delivery_attempts)
-        )
-    ).first()
-    return 0 if row is None else int(row.delivery_attempts)
-
-
-def set_reply_target(*, session: Connection, job_id: str, reply_target: dict[str, Any], now: float) -> None:
-    session.execute(update(t.jobs).where(t.jobs.c.id == job_id).values(reply_target=reply_target, updated_at=now))
-
-
 def images_of(*, session: Connection, job_id: str) -> list[Image]:
     rows = session.execute(select(t.images).where(t.images.c.job_id == job_id).order_by(t.images.c.index))
     return [Image.model_validate(dict(row._mapping)) for row in rows]
@@ -604,16 +483,14 @@ def add_event(*, session: Connection, job_id: str, kind: str, now: float, data: 
     session.execute(t.job_events.insert().values(job_id=job_id, at=now, kind=kind, data=data or {}))
 
 
-def add_blob_ref(*, session: Connection, blob_key: str, owner: str) -> None:
-    session.execute(
-        t.upsert_insert(session, t.blob_refs).values(blob_key=blob_key, owner=owner).on_conflict_do_nothing()
+def _refund(session: Connection, job_id: str, ended: Any, now: float, *, was_running: bool) -> None:
+    """Refund a job from the row its ending statement returned (owner, cost, creation time)."""
+    quota.refund(
+        session=session,
+        user_id=ended.user_id,
+        job_id=job_id,
+        cost=ended.cost,
+        created_at=ended.created_at,
+        now=now,
+        was_running=was_running,
     )
-
-
-def _refund(
-    session: Connection, job_id: str, user_id: int, cost: int, created_at: float, now: float, *, was_running: bool
-) -> None:
-    session.execute(
-        _REFUND, {"uid": user_id, "amount": cost, "job_day": utc_day(created_at), "was_running": int(was_running)}
-    )
-    record_entry(session, user_id, job_id, LedgerKind.REFUND, cost, now)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 
+from storage import blob_refs
 from storage import tables as t
-from storage.blobs import release
 from storage.states import TERMINAL_STATES
 
 
@@ -25,7 +24,8 @@ def expire_finished(*, session: Connection, before: float, now: float, limit: in
 
     Only terminal jobs qualify, so the face photos of queued or running jobs stay. Blobs that another
     owner still references (a saved identity, another job) are kept. The caller deletes
-    ``orphaned_keys`` from the blob store after this transaction commits.
+    ``orphaned_keys`` from the blob store after this transaction commits (checking them again with
+    ``blob_refs.unreferenced`` right before).
     """
     j = t.jobs.c
     due = list(
@@ -53,18 +53,5 @@ def expire_finished(*, session: Connection, before: float, now: float, limit: in
     )
     orphaned: list[str] = []
     for job_id in sorted(marked):
-        orphaned.extend(release(session=session, owner=f"job:{job_id}"))
+        orphaned.extend(blob_refs.release(session=session, owner=blob_refs.job_owner(job_id)))
     return ExpiredBatch(job_ids=sorted(marked), orphaned_keys=orphaned, more=len(due) >= limit)
-
-
-def unreferenced(*, session: Connection, keys: Sequence[str]) -> list[str]:
-    """The given keys that no owner references now: checked again right before deleting the blobs,
-    so a photo that a new job or identity took up in the meantime is kept."""
-    if not keys:
-        return []
-    r = t.blob_refs.c
-    used = set(session.execute(select(r.blob_key).where(r.blob_key.in_(list(keys))).distinct()).scalars())
-    return [key for key in keys if key not in used]
-
-
-__all__ = ["ExpiredBatch", "expire_finished", "unreferenced"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Table
+from sqlalchemy import Table, literal_column
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
@@ -22,6 +22,10 @@ images: Table = _tables["images"]
 blob_refs: Table = _tables["blob_refs"]
 audit_log: Table = _tables["audit_log"]
 scope_settings: Table = _tables["scope_settings"]
+
+# Spelled as literals so the planners can use the partial indexes (a bound parameter hides the match).
+QUEUED = jobs.c.state == literal_column("'queued'")
+DELIVERY_PENDING = jobs.c.delivery_state == literal_column("'pending'")
 
 
 def upsert_insert(session: Connection, table: Table) -> Any:

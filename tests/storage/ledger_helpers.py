@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 
-from storage import jobs, quota
+from storage import jobs, reconcile, users
 from storage.db import Database
 from storage.models import Job
 
@@ -13,7 +13,7 @@ _users = itertools.count(1)
 
 async def new_user(db: Database, *, credits: int = 100, now: float = 1000.0, platform: str = "telegram") -> int:
     user = await db.write(
-        quota.ensure_user,
+        users.ensure_user,
         platform=platform,
         platform_user_id=str(next(_users)),
         now=now,
@@ -40,12 +40,12 @@ async def claim(
     return await db.write(jobs.claim, worker=worker, lease_s=lease_s, running_cap=cap, now=now)
 
 
-async def drift(db: Database) -> list[quota.Drift]:
-    return await db.read(quota.reconcile)
+async def drift(db: Database) -> list[reconcile.Drift]:
+    return await db.read(reconcile.find_drift)
 
 
 async def credits_of(db: Database, user_id: int) -> tuple[int, int]:
     """(credits, reserved) of a user."""
-    user = await db.read(quota.get_user, user_id=user_id)
+    user = await db.read(users.get_user, user_id=user_id)
     assert user is not None
     return user.credits, user.reserved

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from storage import jobs
+from storage import delivery, jobs, users
 from storage.db import Database
 from storage.errors import DuplicateJob, QuotaRefused, RefusalReason
 from storage.states import DeliveryState, JobState
@@ -68,9 +68,7 @@ async def test_daily_limit_and_ban_refuse_without_writing(db: Database) -> None:
     assert refused.value.reason == RefusalReason.DAILY_LIMIT and refused.value.limit == 3
     # The next UTC day starts a fresh count.
     await submit(db, "next-day", user, daily=3, now=1000.0 + 86_400)
-    from storage import quota
-
-    await db.write(quota.set_user_fields, user_id=user, banned=True)
+    await db.write(users.set_user_fields, user_id=user, banned=True)
     with pytest.raises(QuotaRefused) as banned:
         await submit(db, "banned", user, now=1000.0 + 86_400)
     assert banned.value.reason == RefusalReason.BANNED
@@ -181,10 +179,12 @@ async def test_delivery_marked_once(db: Database) -> None:
     await submit(db, "d", user)
     await claim(db)
     await db.write(jobs.complete, job_id="d", attempt=1, images=[], now=1001.0)
-    pending = await db.read(jobs.pending_deliveries, platforms=["telegram"])
+    pending = await db.read(delivery.pending_deliveries, platforms=["telegram"])
     assert [job.id for job in pending] == ["d"]
-    assert await db.write(jobs.mark_delivery, job_id="d", state=DeliveryState.DELIVERED, path="reply", now=1002.0)
-    assert not await db.write(jobs.mark_delivery, job_id="d", state=DeliveryState.DELIVERED, path="reply", now=1003.0)
+    assert await db.write(delivery.mark_delivery, job_id="d", state=DeliveryState.DELIVERED, path="reply", now=1002.0)
+    assert not await db.write(
+        delivery.mark_delivery, job_id="d", state=DeliveryState.DELIVERED, path="reply", now=1003.0
+    )
 
 
 async def test_concurrent_claimers_never_pass_the_running_cap(db: Database) -> None:

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
 from bot.retention import DAY_S, retention_loop, sweep
-from storage import jobs, retention
+from storage import blob_refs, jobs, retention
 from storage import tables as t
 from storage.blobs import LocalBlobStore
 from storage.db import Database
@@ -28,7 +28,7 @@ def _add_identity(*, session: Connection, user_id: int, photo_keys: list[str]) -
         .returning(t.identities.c.id)
     ).scalar_one()
     for key in photo_keys:
-        jobs.add_blob_ref(session=session, blob_key=key, owner=f"identity:{identity_id}")
+        blob_refs.add(session=session, blob_key=key, owner=blob_refs.identity_owner(identity_id))
     return int(identity_id)
 
 
@@ -184,7 +184,7 @@ async def test_blob_taken_up_again_before_deletion_is_kept(scene: Scene) -> None
     assert batch.orphaned_keys == [face]
     # A new job sends the same photo between the release and the deletion.
     await scene.submit("new", [face], now=NOW)
-    assert await scene.db.read(retention.unreferenced, keys=batch.orphaned_keys) == []
+    assert await scene.db.read(blob_refs.unreferenced, keys=batch.orphaned_keys) == []
 
 
 async def test_retention_loop_sweeps_until_stopped(scene: Scene) -> None:

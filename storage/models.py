@@ -182,5 +182,4 @@ class ScopeSettings(SQLModel, table=True):
     pause_reason: str = Field(default="", max_length=256)
     daily_jobs: int | None = None
     channels: list[str] = _json_list()
-    extra: dict[str, Any] = _json()
     updated_at: float = 0.0

@@ -59,6 +59,6 @@ def update_scope(
         "channels": None if channels is None else list(channels),
     }
     values = {key: value for key, value in given.items() if value is not None}
-    defaults: dict[str, Any] = {"paused": False, "pause_reason": "", "channels": [], "extra": {}}
+    defaults: dict[str, Any] = {"paused": False, "pause_reason": "", "channels": []}
     statement = t.upsert_insert(session, t.scope_settings).values(scope=scope, updated_at=now, **{**defaults, **values})
     session.execute(statement.on_conflict_do_update(index_elements=["scope"], set_={"updated_at": now, **values}))

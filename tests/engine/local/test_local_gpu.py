@@ -21,9 +21,13 @@ def test_timm_eva_clip_gives_cls_and_five_hidden_states(tmp_path: Path) -> None:
 
     from engine.local.id_encoder import TimmEvaClip
 
-    # Random weights in the timm layout are enough to check the wiring and shapes.
-    checkpoint = tmp_path / "eva.pth"
-    torch.save(timm.create_model("eva02_large_patch14_clip_336", pretrained=False).state_dict(), checkpoint)
+    # Random weights saved the way EVA-CLIP ships them (visual tower under "visual.", a text tower
+    # beside it), converted as the download does: checks the conversion, the wiring and the shapes.
+    state = timm.create_model("eva02_large_patch14_clip_336", pretrained=False).state_dict()
+    source = tmp_path / "eva.pt"
+    torch.save({**{f"visual.{k}": v for k, v in state.items()}, "text.weight": torch.zeros(2)}, source)
+    checkpoint = tmp_path / "eva.visual.safetensors"
+    weights.convert_eva_checkpoint(source, checkpoint)
     eva = TimmEvaClip(checkpoint).cuda().eval()
     with torch.no_grad():
         cls, hidden = eva(torch.randn(2, 3, 336, 336, device="cuda"))

@@ -8,7 +8,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from storage import retention
+from storage import blob_refs, retention
 from storage.blobs import BlobStore
 from storage.db import Database
 
@@ -40,7 +40,7 @@ async def sweep(db: Database, blobs: BlobStore, *, days: float, now: float, batc
 
 
 async def _delete_unused(db: Database, blobs: BlobStore, keys: list[str]) -> None:
-    for key in await db.read(retention.unreferenced, keys=keys):
+    for key in await db.read(blob_refs.unreferenced, keys=keys):
         try:
             await blobs.delete(key)
         except OSError as exc:

@@ -14,7 +14,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from storage import jobs, quota
+from storage import jobs, reconcile, users
 from storage.blobs import LocalBlobStore
 from storage.db import Database
 from storage.states import DeliveryState, JobState
@@ -80,7 +80,7 @@ async def test_two_workers_and_a_bot_finish_every_job_once_when_one_worker_dies(
         for person in people:
             telegram.private_chat(person)
             user = await db.write(
-                quota.ensure_user,
+                users.ensure_user,
                 platform="telegram",
                 platform_user_id=str(person.id),
                 now=time.time(),
@@ -146,9 +146,9 @@ async def check_outcome(
     assert len(fake_fal.requests("submit")) == JOBS  # nothing submitted (paid for) twice
     photos = [m for m in telegram.all_messages() if m.photo is not None]
     assert len(photos) == JOBS
-    assert await db.read(quota.reconcile) == []
+    assert await db.read(reconcile.find_drift) == []
     for user_id, _chat in owners:
-        user = await db.read(quota.get_user, user_id=user_id)
+        user = await db.read(users.get_user, user_id=user_id)
         assert user is not None and (user.credits, user.reserved) == (50 - JOBS // USERS, 0)
 
 

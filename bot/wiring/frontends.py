@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 from bot.errors import OperatorError
 from bot.frontend import FrontEnd
-from bot.service.core import LikenessService
+from bot.service.use_cases import LikenessService
 from bot.settings import Settings, TelegramSettings
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ import logging
 from bot.delivery import Delivery
 from bot.progress import ProgressEdits
 from bot.retention import retention_loop
-from bot.service.core import LikenessService
+from bot.service.use_cases import LikenessService
 from bot.settings import Settings
 from bot.wiring.engine import EngineParts, open_engine
 from bot.wiring.frontends import build_frontends, start_frontends, stop_frontends
@@ -38,8 +38,8 @@ async def serve(parts: EngineParts, stop: asyncio.Event) -> None:
         db=parts.db, blobs=parts.blobs, router=parts.router, settings=settings, notify=parts.dispatcher.notify
     )
     frontends = build_frontends(settings, service)
-    delivery = Delivery(parts.db, service, frontends, parts.hub)
-    progress = ProgressEdits(parts.db, frontends, parts.hub)
+    delivery = Delivery(service.results, frontends, parts.hub)
+    progress = ProgressEdits(service.results, frontends, parts.hub)
     ready = asyncio.Event()
     background_stop = asyncio.Event()
     async with contextlib.AsyncExitStack() as closing:  # closed in reverse: background, front ends, health

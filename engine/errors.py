@@ -67,3 +67,14 @@ class OutputExpiredError(BackendError):
 
 class ProviderFailedError(BackendError):
     kind = FailureKind.PROVIDER_FAILED
+
+
+class PhotoMissingError(Exception):
+    """A face photo the job refers to is no longer in the blob store (retention or ``/forget`` removed it).
+
+    Not a backend failure: no backend could render the job, so it fails at once without failing over.
+    """
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key

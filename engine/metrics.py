@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from engine.errors import FailureKind
-from storage.metrics_queries import JobCounts
 from storage.states import JobState
+from storage.stats import JobCounts
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,34 @@ BREAKER_VALUES = {"closed": 0, "half_open": 1, "half-open": 1, "open": 2}
 _STATES = frozenset(str(state) for state in JobState)
 _KINDS = frozenset(str(kind) for kind in FailureKind)
 _OTHER = "other"
+
+
+class JobMetrics(Protocol):
+    """Where the dispatcher reports outcomes for the operator's metrics."""
+
+    def job_finished(self, backend: str, state: str, seconds: float) -> None: ...
+    def spend(self, backend: str, usd: float) -> None: ...
+    def provider_error(self, backend: str, kind: str) -> None: ...
+    def breaker_state(self, backend: str, state: str) -> None: ...
+
+
+class NullMetrics:
+    """Metrics nobody reads: a worker without a metrics endpoint, tests, ``likeness generate``."""
+
+    def job_finished(self, backend: str, state: str, seconds: float) -> None:
+        pass
+
+    def spend(self, backend: str, usd: float) -> None:
+        pass
+
+    def provider_error(self, backend: str, kind: str) -> None:
+        pass
+
+    def breaker_state(self, backend: str, state: str) -> None:
+        pass
+
+
+NULL_METRICS = NullMetrics()
 
 
 class Metrics:

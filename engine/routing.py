@@ -3,63 +3,15 @@
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 
 from engine.backend import Backend
 from engine.capabilities import Problem
+from engine.gate import CircuitBreaker
 from engine.request import GenerationRequest
 
 log = logging.getLogger(__name__)
-
-
-class BreakerState(StrEnum):
-    CLOSED = "closed"
-    OPEN = "open"
-    HALF_OPEN = "half_open"
-
-
-class CircuitBreaker:
-    """Opens after ``threshold`` consecutive failures; after ``cooldown`` lets one trial through."""
-
-    def __init__(self, threshold: int, cooldown_s: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.threshold = threshold
-        self.cooldown_s = cooldown_s
-        self.clock = clock
-        self.failures = 0
-        self.opened_at: float | None = None
-        self.open_for = cooldown_s
-        self.trial_running = False
-
-    @property
-    def state(self) -> BreakerState:
-        if self.opened_at is None:
-            return BreakerState.CLOSED
-        if self.clock() - self.opened_at >= self.open_for:
-            return BreakerState.HALF_OPEN
-        return BreakerState.OPEN
-
-    def allows(self) -> bool:
-        state = self.state
-        return state is BreakerState.CLOSED or (state is BreakerState.HALF_OPEN and not self.trial_running)
-
-    def begin(self) -> None:
-        if self.state is BreakerState.HALF_OPEN:
-            self.trial_running = True
-
-    def success(self) -> None:
-        self.failures, self.opened_at, self.trial_running = 0, None, False
-
-    def failure(self) -> None:
-        self.failures += 1
-        self.trial_running = False
-        if self.failures >= self.threshold or self.opened_at is not None:
-            self.open(self.cooldown_s)
-
-    def open(self, seconds: float) -> None:
-        self.opened_at, self.open_for, self.trial_running = self.clock(), seconds, False
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,13 @@
-"""A dispatcher wired to fake providers over a real store, for the dispatcher's and the CLI's tests."""
+"""A dispatcher over a real store on a manual virtual clock, wired to fake providers or to given backends.
+
+The dispatcher's own waits (heartbeats, backoffs, rate tokens, claim polls) go through the virtual clock:
+heartbeats stay parked until a test calls ``beat``; ``drain`` moves time over every other wait. The fake
+providers run on real time, with their polls cut short, over real HTTP on 127.0.0.1.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -12,9 +16,11 @@ from pathlib import Path
 import aiohttp
 from pydantic import SecretStr
 
+from engine.backend import Backend
+from engine.clock import SystemClock
 from engine.dispatch import Dispatcher
 from engine.events import JobProgress, ProgressHub
-from engine.providers.http import Timeouts, Timing
+from engine.providers.client import Timeouts
 from engine.providers.registry import build_provider_backends
 from engine.providers.settings import FalSettings, ReplicateSettings, SegmindSettings, WaveSpeedSettings
 from engine.request import GenerationRequest
@@ -29,13 +35,23 @@ from tests.fakes import fal, replicate
 from tests.fakes.fal import FakeFal, start_fal
 from tests.fakes.providers_common import tiny_image
 from tests.fakes.replicate import FakeReplicate, start_replicate
+from tests.virtual_clock import ManualClock
 
 FACE = tiny_image("jpeg", (64, 64))
+# Far apart from every backoff a test waits out, so ``drain`` tells a heartbeat from a backoff by its length.
+HEARTBEAT_S = 300.0
+LEASE_S = 900.0
 
 
-async def _quick_sleep(seconds: float) -> None:
-    # Provider polls really wait a little, so heartbeats and cancels interleave with them.
-    await asyncio.sleep(min(seconds, 0.01))
+class _QuickClock(SystemClock):
+    """Real time for the fake providers, with their polls cut short: they really wait a little, so
+    heartbeats and cancels interleave with them."""
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(min(seconds, 0.01))
+
+    def jitter(self) -> float:
+        return 0.5
 
 
 @dataclass
@@ -45,50 +61,79 @@ class Harness:
     fal: FakeFal
     replicate: FakeReplicate
     http: aiohttp.ClientSession
+    clock: ManualClock = field(default_factory=ManualClock)
     hub: ProgressHub = field(default_factory=ProgressHub)
-    backoffs: list[float] = field(default_factory=list)
+    backoffs: list[float] = field(default_factory=list)  # the waits ``drain`` moved the clock over
     events: list[JobProgress] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.hub.subscribe(self.events.append)
 
-    async def record_sleep(self, seconds: float) -> None:
-        self.backoffs.append(seconds)
-        await asyncio.sleep(0)
-
     def dispatcher(
         self,
         route: list[str],
         *,
-        lease_s: float = 30,
-        heartbeat_s: float = 0.05,
+        backends: dict[str, Backend] | None = None,
+        lease_s: float = LEASE_S,
+        heartbeat_s: float = HEARTBEAT_S,
         worker: str = "w1",
         **settings: object,
     ) -> Dispatcher:
-        backends = build_provider_backends(
-            self.http,
-            fal=FalSettings(key=SecretStr(fal.KEY), base_url=self.fal.url),
-            replicate=ReplicateSettings(
-                token=SecretStr(replicate.TOKEN), base_url=self.replicate.url, version=replicate.VERSION
-            ),
-            wavespeed=WaveSpeedSettings(),
-            segmind=SegmindSettings(),
-            timing=Timing(sleep=_quick_sleep, jitter=lambda: 0.5),
-            timeouts=Timeouts(request_s=1.0, submit_s=0.5, connect_s=0.5, download_s=1.0, cancel_s=0.5),
-        )
+        if backends is None:
+            backends = build_provider_backends(
+                self.http,
+                fal=FalSettings(key=SecretStr(fal.KEY), base_url=self.fal.url),
+                replicate=ReplicateSettings(
+                    token=SecretStr(replicate.TOKEN), base_url=self.replicate.url, version=replicate.VERSION
+                ),
+                wavespeed=WaveSpeedSettings(),
+                segmind=SegmindSettings(),
+                clock=_QuickClock(),
+                timeouts=Timeouts(request_s=1.0, submit_s=0.5, connect_s=0.5, download_s=1.0, cancel_s=0.5),
+            )
         dispatch_settings = DispatchSettings(**settings)  # type: ignore[arg-type]
-        router = Router(backends, route, Dispatcher.breakers_for(list(backends), dispatch_settings))
+        breakers = Dispatcher.breakers_for(list(backends), dispatch_settings, clock=self.clock)
+        self.clock.fixed_jitter = 1.0  # backoffs at the top of each step: 1, 2, 4 s with the default base
         return Dispatcher(
             self.db,
             self.blobs,
-            router,
+            Router(backends, route, breakers),
             settings=dispatch_settings,
             queue=QueueSettings(lease_s=lease_s, heartbeat_s=heartbeat_s),
             hub=self.hub,
             worker_id=worker,
-            sleep=self.record_sleep,
-            jitter=lambda: 1.0,
+            clock=self.clock,
         )
+
+    async def drain(self, dispatcher: Dispatcher, *, within_s: float = 20.0) -> None:
+        """``dispatcher.drain()``, moving the clock over each wait but the heartbeats' as soon as it starts."""
+        heartbeat_s = dispatcher.queue.heartbeat_s
+        draining = asyncio.ensure_future(dispatcher.drain())
+        try:
+            async with asyncio.timeout(within_s):
+                while not draining.done():
+                    waits = [(left, asked) for left, asked in self.clock.parked() if asked != heartbeat_s]
+                    if waits:
+                        left, asked = waits[0]
+                        self.backoffs.append(asked)
+                        self.clock.advance(left)
+                        continue
+                    parked = asyncio.ensure_future(self.clock.changed())
+                    await asyncio.wait({draining, parked}, return_when=asyncio.FIRST_COMPLETED)
+                    parked.cancel()
+        finally:
+            if not draining.done():
+                draining.cancel()
+                await dispatcher.abandon()
+        await draining
+
+    async def beat(self, dispatcher: Dispatcher, *, within_s: float = 5.0) -> None:
+        """Let one heartbeat of each running job come due (after waiting for one to be parked)."""
+        heartbeat_s = dispatcher.queue.heartbeat_s
+        async with asyncio.timeout(within_s):
+            while not any(asked == heartbeat_s for _, asked in self.clock.parked()):
+                await self.clock.changed()
+        self.clock.advance(heartbeat_s)
 
     async def submit(
         self,
@@ -113,7 +158,7 @@ class Harness:
                 pinned=pinned,
                 deadline_s=600,
             ),
-            now=time.time(),
+            now=self.clock.time(),
             daily_jobs_default=100,
         )
 

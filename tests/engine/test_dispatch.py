@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import FailureKind
-from engine.routing import BreakerState
+from engine.errors import FailureKind, ProviderFailedError, TransientError
+from engine.gate import BreakerState
 from storage import jobs
+from storage.blobs import blob_key
 from storage.db import Database
 from storage.states import DeliveryState, JobState
-from tests.engine.dispatch_harness import harness
+from tests.engine.dispatch_harness import FACE, harness
+from tests.engine.scripted_backend import At, ScriptedBackend, Step
 from tests.fakes.fal import FalOutcome, FalScript
 from tests.fakes.providers_common import Fault
 from tests.fakes.replicate import ReplicateOutcome, ReplicateScript
@@ -24,7 +26,7 @@ async def test_renders_on_the_first_backend_and_charges_once(db: Database, tmp_p
     async with harness(db, tmp_path) as h:
         user = await new_user(db, credits=3)
         await h.submit("j1", user)
-        await h.dispatcher(["fal-flux-pulid", "replicate-flux-pulid"]).drain()
+        await h.drain(h.dispatcher(["fal-flux-pulid", "replicate-flux-pulid"]))
         job = await h.job("j1")
         assert job.state == JobState.SUCCEEDED and job.backend == "fal-flux-pulid"
         assert job.delivery_state == DeliveryState.PENDING
@@ -43,7 +45,7 @@ async def test_retry_after_is_honoured_with_one_submit_per_try(db: Database, tmp
         user = await new_user(db, credits=10)
         h.fal.fail("submit", Fault(status=429, json={"detail": "slow down"}, headers={"Retry-After": "7"}))
         await h.submit("j1", user)
-        await h.dispatcher(["fal-flux-pulid"]).drain()
+        await h.drain(h.dispatcher(["fal-flux-pulid"]))
         assert (await h.job("j1")).state == JobState.SUCCEEDED
         assert len(h.fal.requests("submit")) == 2  # the refused one and the retry
         assert len(h.backoffs) == 1 and h.backoffs[0] >= 7.0
@@ -54,7 +56,7 @@ async def test_backoff_grows_exponentially_then_fails_over(db: Database, tmp_pat
         user = await new_user(db, credits=10)
         h.fal.fail("submit", *(Fault(status=503, json={"detail": "busy"}) for _ in range(3)))
         await h.submit("j1", user)
-        await h.dispatcher(["fal-flux-pulid", "replicate-flux-pulid"], tries_per_backend=3).drain()
+        await h.drain(h.dispatcher(["fal-flux-pulid", "replicate-flux-pulid"], tries_per_backend=3))
         job = await h.job("j1")
         assert job.state == JobState.SUCCEEDED and job.backend == "replicate-flux-pulid"
         assert h.backoffs == [1.0, 2.0]  # jitter pinned to the top of each step
@@ -69,7 +71,7 @@ async def test_out_of_credit_opens_the_circuit_and_moves_the_job_on(db: Database
         await h.submit("j1", user)
         await h.submit("j2", user)
         dispatcher = h.dispatcher(["fal-flux-pulid", "replicate-flux-pulid"], concurrency=1)
-        await dispatcher.drain()
+        await h.drain(dispatcher)
         assert [(await h.job(j)).backend for j in ("j1", "j2")] == ["replicate-flux-pulid"] * 2
         assert len(h.fal.requests("submit")) == 1  # the second job skipped fal: its circuit is open
         assert dispatcher.router.breakers["fal-flux-pulid"].state is BreakerState.OPEN
@@ -82,7 +84,7 @@ async def test_every_backend_failing_refunds(db: Database, tmp_path: Path) -> No
         h.fal.locked = True
         h.replicate.script = ReplicateScript(outcome=ReplicateOutcome.ABORTED)
         await h.submit("j1", user)
-        await h.dispatcher(["fal-flux-pulid", "replicate-flux-pulid"]).drain()
+        await h.drain(h.dispatcher(["fal-flux-pulid", "replicate-flux-pulid"]))
         job = await h.job("j1")
         assert job.state == JobState.FAILED and job.error == FailureKind.PROVIDER_FAILED
         assert await credits_of(db, user) == (1, 0)
@@ -94,7 +96,7 @@ async def test_pinned_backend_never_fails_over(db: Database, tmp_path: Path) -> 
         user = await new_user(db, credits=10)
         h.fal.locked = True
         await h.submit("j1", user, route=["fal-flux-pulid", "replicate-flux-pulid"], pinned=True)
-        await h.dispatcher(["fal-flux-pulid", "replicate-flux-pulid"]).drain()
+        await h.drain(h.dispatcher(["fal-flux-pulid", "replicate-flux-pulid"]))
         job = await h.job("j1")
         assert job.state == JobState.FAILED and job.error == FailureKind.OUT_OF_CREDIT
         assert h.replicate.requests() == []
@@ -105,7 +107,7 @@ async def test_content_policy_failure_is_not_failed_over(db: Database, tmp_path:
         user = await new_user(db, credits=10)
         h.replicate.script = ReplicateScript(outcome=ReplicateOutcome.FAILED)
         await h.submit("j1", user)
-        await h.dispatcher(["replicate-flux-pulid", "fal-flux-pulid"]).drain()
+        await h.drain(h.dispatcher(["replicate-flux-pulid", "fal-flux-pulid"]))
         job = await h.job("j1")
         assert job.state == JobState.FAILED and job.error == FailureKind.CONTENT_POLICY
         assert h.fal.requests() == []
@@ -116,7 +118,7 @@ async def test_unknown_submit_outcome_is_never_resent(db: Database, tmp_path: Pa
         user = await new_user(db, credits=10)
         h.fal.fail("submit", Fault(passthrough=True, hang_s=2.0))
         await h.submit("j1", user)
-        await h.dispatcher(["fal-flux-pulid", "replicate-flux-pulid"]).drain()
+        await h.drain(h.dispatcher(["fal-flux-pulid", "replicate-flux-pulid"]))
         job = await h.job("j1")
         assert job.state == JobState.FAILED and job.error == FailureKind.UNKNOWN_OUTCOME
         assert len(h.fal.requests("submit")) == 1 and h.replicate.requests() == []
@@ -127,7 +129,7 @@ async def test_options_no_backend_supports_fail_without_charge(db: Database, tmp
     async with harness(db, tmp_path) as h:
         user = await new_user(db, credits=10)
         await h.submit("j1", user, steps=45)  # fal allows 1–50 steps, Replicate 1–20
-        await h.dispatcher(["replicate-flux-pulid"]).drain()
+        await h.drain(h.dispatcher(["replicate-flux-pulid"]))
         job = await h.job("j1")
         assert job.state == JobState.FAILED and job.error == "no_backend"
         assert h.replicate.requests() == []
@@ -139,7 +141,7 @@ async def test_restarted_dispatcher_resumes_the_same_request_and_charges_once(db
         user = await new_user(db, credits=2)
         h.fal.script = FalScript(queue_ticks=10_000)
         await h.submit("j1", user)
-        first = h.dispatcher(["fal-flux-pulid"], lease_s=0.5, heartbeat_s=10, worker="first")
+        first = h.dispatcher(["fal-flux-pulid"], lease_s=30, worker="first")
         stop = asyncio.Event()
         running = asyncio.create_task(first.run(stop))
         await wait_until(lambda: bool(h.fal.requests("status")))
@@ -148,9 +150,9 @@ async def test_restarted_dispatcher_resumes_the_same_request_and_charges_once(db
         assert h.fal.requests("cancel") == []
         rid = (await h.job("j1")).provider_ref["request_id"]  # type: ignore[index]
         h.fal.jobs[rid].script.queue_ticks = 0  # the provider finishes the request meanwhile
-        await asyncio.sleep(0.6)
-        await db.write(jobs.expire_leases, now=time.time())
-        await h.dispatcher(["fal-flux-pulid"], worker="second").drain()
+        h.clock.advance(31)  # no heartbeat came: the lease runs out
+        assert await db.write(jobs.expire_leases, now=h.clock.time()) == ["j1"]
+        await h.drain(h.dispatcher(["fal-flux-pulid"], worker="second"))
         job = await h.job("j1")
         assert job.state == JobState.SUCCEEDED and job.attempt == 2
         assert len(h.fal.requests("submit")) == 1  # resumed, not paid twice
@@ -163,10 +165,11 @@ async def test_cancel_reaches_the_provider_and_refunds(db: Database, tmp_path: P
         user = await new_user(db, credits=2)
         h.fal.script = FalScript(outcome=FalOutcome.STUCK)
         await h.submit("j1", user)
-        dispatcher = h.dispatcher(["fal-flux-pulid"], heartbeat_s=0.05)
-        draining = asyncio.create_task(dispatcher.drain())
+        dispatcher = h.dispatcher(["fal-flux-pulid"])
+        draining = asyncio.create_task(h.drain(dispatcher))
         await wait_until(lambda: bool(h.fal.requests("status")))
-        assert await db.write(jobs.cancel, job_id="j1", now=time.time()) == jobs.CancelOutcome.REQUESTED
+        assert await db.write(jobs.cancel, job_id="j1", now=h.clock.time()) == jobs.CancelOutcome.REQUESTED
+        await h.beat(dispatcher)  # the heartbeat carries the cancel request
         await asyncio.wait_for(draining, 10)
         job = await h.job("j1")
         assert job.state == JobState.CANCELLED
@@ -180,9 +183,11 @@ async def test_deadline_fails_and_cancels_at_the_provider(db: Database, tmp_path
         user = await new_user(db, credits=10)
         h.fal.script = FalScript(outcome=FalOutcome.STUCK)
         await h.submit("j1", user)
-        draining = asyncio.create_task(h.dispatcher(["fal-flux-pulid"], heartbeat_s=0.05).drain())
+        dispatcher = h.dispatcher(["fal-flux-pulid"])
+        draining = asyncio.create_task(h.drain(dispatcher))
         await wait_until(lambda: bool(h.fal.requests("status")))  # submitted: there is something to cancel
-        await db.write(_set_job, job_id="j1", deadline_at=time.time())
+        await db.write(_set_job, job_id="j1", deadline_at=h.clock.time())
+        await h.beat(dispatcher)  # the heartbeat finds the deadline passed
         await asyncio.wait_for(draining, 10)
         job = await h.job("j1")
         assert job.state == JobState.FAILED and job.error == "deadline"
@@ -204,7 +209,7 @@ async def test_many_jobs_respect_the_backend_concurrency(db: Database, tmp_path:
         users = [await new_user(db) for _ in range(6)]
         for i in range(12):
             await h.submit(f"j{i}", users[i % 6])
-        await h.dispatcher(["fal-flux-pulid"], backend_concurrency={"fal-flux-pulid": 2}).drain()
+        await h.drain(h.dispatcher(["fal-flux-pulid"], backend_concurrency={"fal-flux-pulid": 2}))
         assert h.fal.high_water <= 2
         states = {(await h.job(f"j{i}")).state for i in range(12)}
         assert states == {JobState.SUCCEEDED}
@@ -222,8 +227,8 @@ async def test_a_job_that_waited_past_its_deadline_is_not_sent(db: Database, tmp
     async with harness(db, tmp_path) as h:
         user = await new_user(db, credits=10)
         await h.submit("stale", user)
-        await db.write(_set_job, job_id="stale", deadline_at=time.time() - 1)
-        await h.dispatcher(["fal-flux-pulid"]).drain()
+        await db.write(_set_job, job_id="stale", deadline_at=h.clock.time() - 1)
+        await h.drain(h.dispatcher(["fal-flux-pulid"]))
         job = await h.job("stale")
         assert job.state == JobState.FAILED and job.error == "deadline"
         assert h.fal.requests() == []
@@ -235,19 +240,102 @@ async def test_a_long_retry_after_puts_the_job_back_in_the_queue(db: Database, t
         user = await new_user(db, credits=10)
         h.fal.fail("submit", Fault(status=429, json={"detail": "slow down"}, headers={"Retry-After": "60"}))
         await h.submit("j1", user)
-        before = time.time()
-        dispatcher = h.dispatcher(["fal-flux-pulid"], heartbeat_s=0.05)
-        await dispatcher.drain()  # nothing due any more: the job waits in the queue
+        before = h.clock.time()
+        dispatcher = h.dispatcher(["fal-flux-pulid"])
+        await h.drain(dispatcher)  # nothing due any more: the job waits in the queue
         job = await h.job("j1")
         assert job.state == JobState.QUEUED and job.attempt == 1 and job.error == FailureKind.TRANSIENT
         assert job.run_after >= before + 60
         assert h.backoffs == []  # the slot was not held for the wait
         assert not any(e.kind == "finished" for e in h.events)
         assert await credits_of(db, user) == (10, 1)  # still reserved, not charged
-        await db.write(_set_job, job_id="j1", run_after=time.time())  # the wait is over
-        await dispatcher.drain()
+        h.clock.advance(60)  # the wait is over
+        await h.drain(dispatcher)
         job = await h.job("j1")
         assert job.state == JobState.SUCCEEDED and job.attempt == 2
         assert len(h.fal.requests("submit")) == 2
         assert await credits_of(db, user) == (9, 0)
+        assert await drift(db) == []
+
+
+async def test_a_transient_error_after_submit_resumes_the_request_instead_of_paying_again(
+    db: Database, tmp_path: Path
+) -> None:
+    async with harness(db, tmp_path) as h:
+        user = await new_user(db, credits=3)
+        backend = ScriptedBackend(script=[Step(TransientError("503 while polling"))])
+        await h.submit("j1", user)
+        await h.drain(h.dispatcher([backend.name], backends={backend.name: backend}))
+        job = await h.job("j1")
+        assert job.state == JobState.SUCCEEDED and job.attempt == 1
+        assert backend.submitted == ["scripted-1"]  # one submit: the provider bills once
+        assert backend.resumed == ["scripted-1"]
+        assert h.backoffs == [1.0]
+        assert job.provider_ref is not None and job.provider_ref["request_id"] == "scripted-1"
+        assert await credits_of(db, user) == (2, 0)
+
+
+async def test_a_refused_submit_is_sent_again(db: Database, tmp_path: Path) -> None:
+    async with harness(db, tmp_path) as h:
+        user = await new_user(db, credits=3)
+        backend = ScriptedBackend(script=[Step(TransientError("429 on submit"), at=At.SUBMIT)])
+        await h.submit("j1", user)
+        await h.drain(h.dispatcher([backend.name], backends={backend.name: backend}))
+        assert (await h.job("j1")).state == JobState.SUCCEEDED
+        assert backend.refused == 1 and backend.submitted == ["scripted-1"] and backend.resumed == []
+
+
+async def test_a_requeued_job_resumes_its_request_on_the_next_attempt(db: Database, tmp_path: Path) -> None:
+    async with harness(db, tmp_path) as h:
+        user = await new_user(db, credits=3)
+        backend = ScriptedBackend(script=[Step(TransientError("busy", retry_after=60))])
+        await h.submit("j1", user)
+        dispatcher = h.dispatcher([backend.name], backends={backend.name: backend})
+        await h.drain(dispatcher)
+        assert (await h.job("j1")).state == JobState.QUEUED
+        h.clock.advance(60)
+        await h.drain(dispatcher)
+        job = await h.job("j1")
+        assert job.state == JobState.SUCCEEDED and job.attempt == 2
+        assert backend.submitted == ["scripted-1"] and backend.resumed == ["scripted-1"]
+        assert await credits_of(db, user) == (2, 0)
+
+
+async def test_failing_over_after_a_submit_starts_a_new_request_on_the_next_backend(
+    db: Database, tmp_path: Path
+) -> None:
+    async with harness(db, tmp_path) as h:
+        user = await new_user(db, credits=3)
+        first = ScriptedBackend("first", script=[Step(ProviderFailedError("the provider gave up"))])
+        second = ScriptedBackend("second")
+        await h.submit("j1", user)
+        await h.drain(h.dispatcher(["first", "second"], backends={"first": first, "second": second}))
+        job = await h.job("j1")
+        assert job.state == JobState.SUCCEEDED and job.backend == "second"
+        assert first.submitted == ["first-1"] and second.submitted == ["second-1"] and second.resumed == []
+        assert job.provider_ref is not None and job.provider_ref["request_id"] == "second-1"
+
+
+async def test_a_face_photo_gone_from_the_store_fails_the_job_without_a_backend(db: Database, tmp_path: Path) -> None:
+    async with harness(db, tmp_path) as h:
+        user = await new_user(db, credits=3)
+        backend = ScriptedBackend()
+        await h.submit("j1", user)
+        await h.blobs.delete(blob_key(FACE))
+        await h.drain(h.dispatcher([backend.name], backends={backend.name: backend}))
+        job = await h.job("j1")
+        assert job.state == JobState.FAILED and job.error == "photo_missing"
+        assert backend.submitted == []
+        assert await credits_of(db, user) == (3, 0)
+
+
+async def test_a_crash_inside_a_backend_fails_the_job_as_internal(db: Database, tmp_path: Path) -> None:
+    async with harness(db, tmp_path) as h:
+        user = await new_user(db, credits=3)
+        backend = ScriptedBackend(script=[Step(KeyError("a bug, not a missing photo"))])
+        await h.submit("j1", user)
+        await h.drain(h.dispatcher([backend.name], backends={backend.name: backend}))
+        job = await h.job("j1")
+        assert job.state == JobState.FAILED and job.error == "internal" and job.error_detail == "KeyError"
+        assert await credits_of(db, user) == (3, 0)
         assert await drift(db) == []

@@ -1,41 +1,11 @@
-"""Circuit breakers, the submit rate limiter and the router's choice of backends."""
+"""The router's choice of backends: route order, capabilities, keys and open circuits."""
 
 from __future__ import annotations
 
 from engine.capabilities import Capabilities, Range
-from engine.dispatch import TokenBucket
+from engine.gate import CircuitBreaker
 from engine.request import GenerationRequest
-from engine.routing import BreakerState, CircuitBreaker, Router
-from tests.fakes.providers_common import VirtualClock
-
-
-def test_breaker_opens_after_threshold_then_lets_one_trial_through() -> None:
-    clock = VirtualClock()
-    breaker = CircuitBreaker(threshold=3, cooldown_s=60, clock=clock.now)
-    for _ in range(2):
-        breaker.failure()
-    assert breaker.state is BreakerState.CLOSED and breaker.allows()
-    breaker.failure()
-    assert breaker.state is BreakerState.OPEN and not breaker.allows()
-    clock.advance(60)
-    assert breaker.state is BreakerState.HALF_OPEN and breaker.allows()
-    breaker.begin()
-    assert not breaker.allows()  # one trial at a time
-    breaker.failure()  # the trial failed: open again for a full cooldown
-    assert breaker.state is BreakerState.OPEN
-    clock.advance(60)
-    breaker.begin()
-    breaker.success()
-    assert breaker.state is BreakerState.CLOSED and breaker.failures == 0
-
-
-async def test_token_bucket_spaces_submits_to_the_configured_rate() -> None:
-    clock = VirtualClock()
-    bucket = TokenBucket(per_minute=2, clock=clock.now, sleep=clock.sleep)
-    for _ in range(4):
-        await bucket.take()
-    # One token at the start, then one every 30 s: 4 submits need 90 s.
-    assert clock.now() - 1000.0 == 90.0
+from engine.routing import Router
 
 
 class _Stub:

@@ -1,0 +1,174 @@
+"""One attempt at one job: walk the route, try each backend through its gate, fail over, report progress."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from engine.backend import Backend, GenerationResult, ProviderRef, Stage
+from engine.clock import Clock
+from engine.errors import BackendError, PhotoMissingError
+from engine.events import JobProgress, ProgressHub, ProgressKind
+from engine.gate import BackendGate, Step
+from engine.outcome import NoBackendError, RetryLater
+from engine.request import GenerationRequest
+from engine.routing import Router
+from storage import jobs
+from storage.blobs import BlobStore
+from storage.db import Database
+from storage.models import Job
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Attempt:
+    """One claim of a job in this process; the heartbeat sets the flags, the render reads them."""
+
+    job: Job
+    cancel_requested: bool = False
+    lost: bool = False
+    deadline_hit: bool = False
+
+
+class AttemptProgress:
+    """The Progress a backend sees for one try: remembers its request id and publishes what it reports."""
+
+    def __init__(self, renderer: Renderer, attempt: Attempt, backend: str) -> None:
+        self._renderer = renderer
+        self._attempt = attempt
+        self._backend = backend
+        ref = attempt.job.provider_ref
+        self._resume = ProviderRef.from_json(ref) if ref and ref.get("backend") == backend else None
+
+    @property
+    def resume(self) -> ProviderRef | None:
+        return self._resume
+
+    @property
+    def abandoned(self) -> bool:
+        return self._renderer.stopping() or self._attempt.lost
+
+    async def submitted(self, ref: ProviderRef) -> None:
+        job = self._attempt.job
+        # In memory first: a later try of this attempt on this backend (after a transient error while
+        # polling or fetching) must resume this request, not pay for a second one, even if the write fails.
+        job.provider_ref = ref.to_json()
+        stored = await self._renderer.db.write(
+            jobs.set_provider_ref,
+            job_id=job.id,
+            attempt=job.attempt,
+            ref=ref.to_json(),
+            now=self._renderer.clock.time(),
+        )
+        if not stored:
+            log.warning("request %s stored after the job moved on", ref.request_id, extra={"job_id": job.id})
+
+    async def update(self, stage: Stage, *, queue_position: int | None = None, fraction: float | None = None) -> None:
+        kind = ProgressKind.PROVIDER_QUEUE if stage is Stage.QUEUED else ProgressKind.RENDERING
+        self._renderer.hub.publish(JobProgress(self._attempt.job.id, kind, self._backend, queue_position, fraction))
+
+
+class Renderer:
+    """Runs an attempt's render: the route's backends in order, each try admitted and judged by the
+    backend's gate. Raises what ``engine.outcome.settle`` maps to the ledger."""
+
+    def __init__(
+        self,
+        db: Database,
+        blobs: BlobStore,
+        router: Router,
+        gates: dict[str, BackendGate],
+        *,
+        hub: ProgressHub,
+        clock: Clock,
+        stopping: Callable[[], bool],
+    ) -> None:
+        self.db, self.blobs, self.router, self.gates = db, blobs, router, gates
+        self.hub, self.clock, self.stopping = hub, clock, stopping
+
+    async def render(self, attempt: Attempt) -> GenerationResult:
+        """Try the route's backends in order. Raises the last classified failure if all fail."""
+        job = attempt.job
+        request = GenerationRequest.from_params(job.params, await self._faces(job))
+        route = list(job.route) or self.router.route
+        if job.pinned:
+            route = route[:1]
+        # A request an earlier attempt already submitted is resumed on its backend before anything else.
+        resume_backend = (job.provider_ref or {}).get("backend")
+        if resume_backend in route:
+            route.remove(resume_backend)
+            route.insert(0, resume_backend)
+        candidates = self.router.candidates(request, route)
+        if not candidates:
+            raise NoBackendError()
+        last: BackendError | None = None
+        for backend in candidates:
+            try:
+                return await self._on_backend(attempt, backend, request)
+            except _GiveUp as given_up:
+                last = given_up.error
+                if given_up.step is Step.STOP:
+                    raise last from None
+                log.warning("backend %s failed (%s); failing over", backend.name, last.kind, extra={"job_id": job.id})
+        assert last is not None
+        raise last
+
+    async def _faces(self, job: Job) -> tuple[bytes, ...]:
+        faces: list[bytes] = []
+        for key in job.face_keys:
+            try:
+                faces.append(await self.blobs.get(key))
+            except KeyError:
+                raise PhotoMissingError(key) from None
+        return tuple(faces)
+
+    async def _on_backend(self, attempt: Attempt, backend: Backend, request: GenerationRequest) -> GenerationResult:
+        job = attempt.job
+        if job.backend != backend.name:
+            # A switch is recorded (and the old backend's request forgotten) at once; a first backend is
+            # recorded with its request id, or by the job's completion, saving a write per job.
+            if job.backend is not None:
+                await self.db.write(
+                    jobs.set_backend, job_id=job.id, attempt=job.attempt, backend=backend.name, now=self.clock.time()
+                )
+            if job.provider_ref and job.provider_ref.get("backend") != backend.name:
+                job.provider_ref = None
+            job.backend = backend.name
+        self.hub.publish(JobProgress(job.id, ProgressKind.BACKEND, backend.name))
+        if len(request.faces) > backend.capabilities.max_faces:
+            request = request.with_faces(request.faces[: backend.capabilities.max_faces])
+        gate = self.gates[backend.name]
+        tries = 0
+        while True:
+            tries += 1
+            progress = AttemptProgress(self, attempt, backend.name)
+            try:
+                async with gate.admit(resuming=progress.resume is not None):
+                    result = await backend.generate(request, progress)
+            except BackendError as exc:
+                verdict = gate.failed(exc, tries=tries, can_requeue=job.attempt < job.max_attempts)
+                if verdict.circuit_opened:
+                    log.error("%s is unusable (%s): circuit opened", backend.name, exc.kind, extra={"job_id": job.id})
+                if verdict.step is Step.REQUEUE:
+                    raise RetryLater(verdict.delay_s, exc.kind) from exc
+                if verdict.step is not Step.RETRY:
+                    raise _GiveUp(verdict.step, exc) from exc
+                log.info(
+                    "transient failure on %s, retry in %.1fs", backend.name, verdict.delay_s, extra={"job_id": job.id}
+                )
+                # A request the provider accepted is resumed by the next try (``submitted`` kept its id);
+                # otherwise the next try submits anew.
+                await self.clock.sleep(verdict.delay_s)
+                continue
+            gate.succeeded()
+            return result
+
+
+class _GiveUp(Exception):
+    """This backend is done with the job: fail over to the next one, or stop the whole render."""
+
+    def __init__(self, step: Step, error: BackendError) -> None:
+        super().__init__(error)
+        self.step, self.error = step, error

@@ -1,0 +1,35 @@
+"""A fake Telegram Bot API on 127.0.0.1, faithful enough to drive the real python-telegram-bot."""
+
+from tests.fakes.telegram.models import ApiCall, BotMessage, CallbackAnswer, StoredFile, TgChat, TgUser, WebhookDelivery
+from tests.fakes.telegram.protocol import (
+    CALLBACK_ANSWER_LIMIT,
+    CALLBACK_DATA_LIMIT,
+    CAPTION_LIMIT,
+    DOWNLOAD_LIMIT,
+    PHOTO_RATIO_LIMIT,
+    PHOTO_SIDES_LIMIT,
+    PHOTO_UPLOAD_LIMIT,
+    TEXT_LIMIT,
+    UPLOAD_LIMIT,
+)
+from tests.fakes.telegram.server import FakeTelegram
+
+__all__ = [
+    "CALLBACK_ANSWER_LIMIT",
+    "CALLBACK_DATA_LIMIT",
+    "CAPTION_LIMIT",
+    "DOWNLOAD_LIMIT",
+    "PHOTO_RATIO_LIMIT",
+    "PHOTO_SIDES_LIMIT",
+    "PHOTO_UPLOAD_LIMIT",
+    "TEXT_LIMIT",
+    "UPLOAD_LIMIT",
+    "ApiCall",
+    "BotMessage",
+    "CallbackAnswer",
+    "FakeTelegram",
+    "StoredFile",
+    "TgChat",
+    "TgUser",
+    "WebhookDelivery",
+]

@@ -4,16 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Callable
 
 from bot.frontend import FrontEnd, Undeliverable
-from bot.service.core import LikenessService
+from bot.service.results import JobTarget, Results
 from engine.events import JobProgress, ProgressHub, ProgressKind
-from storage import jobs
-from storage.db import Database
-from storage.models import Job
-from storage.states import DeliveryState
 
 log = logging.getLogger(__name__)
 
@@ -23,17 +17,9 @@ CONCURRENT = 32  # sends in flight at once; each job is in one pass only, so non
 
 class Delivery:
     def __init__(
-        self,
-        db: Database,
-        service: LikenessService,
-        frontends: dict[str, FrontEnd],
-        hub: ProgressHub,
-        *,
-        poll_s: float = 2.0,
-        clock: Callable[[], float] = time.time,
+        self, results: Results, frontends: dict[str, FrontEnd], hub: ProgressHub, *, poll_s: float = 2.0
     ) -> None:
-        self.db, self.service, self.frontends = db, service, frontends
-        self.poll_s, self.clock = poll_s, clock
+        self.results, self.frontends, self.poll_s = results, frontends, poll_s
         self._wake = asyncio.Event()
         hub.subscribe(self._on_progress)
 
@@ -54,36 +40,35 @@ class Delivery:
                 waiter.cancel()
 
     async def deliver_pending(self) -> int:
-        pending = await self.db.read(jobs.pending_deliveries, platforms=list(self.frontends), limit=100)
+        pending = await self.results.pending(list(self.frontends), limit=100)
         slots = asyncio.Semaphore(CONCURRENT)
 
-        async def bounded(job: Job) -> None:
+        async def bounded(target: JobTarget) -> None:
             async with slots:
-                await self._deliver(job)
+                await self._deliver(target)
 
-        await asyncio.gather(*(bounded(job) for job in pending))
+        await asyncio.gather(*(bounded(target) for target in pending))
         return len(pending)
 
-    async def _deliver(self, job: Job) -> None:
-        platform = job.reply_target.get("platform")
-        frontend = self.frontends.get(str(platform))
+    async def _deliver(self, stored: JobTarget) -> None:
+        job_id = stored.job_id
+        frontend = self.frontends.get(stored.platform)
         if frontend is None:
             return
         try:
-            reply = await self.service.result(job)
-            path = await frontend.deliver(job, reply)
+            reply = await self.results.reply(job_id)
+            if reply is None:
+                return  # forgotten since it was listed
+            path = await frontend.deliver(job_id, frontend.parse_target(stored.data), reply)
         except Undeliverable as exc:
-            log.warning("result undeliverable: %s", exc, extra={"job_id": job.id})
-            await self._mark(job, DeliveryState.UNDELIVERABLE, None)
+            log.warning("result undeliverable: %s", exc, extra={"job_id": job_id})
+            await self.results.undeliverable(job_id)
             return
         except Exception:
-            attempts = await self.db.write(jobs.count_delivery_attempt, job_id=job.id, now=self.clock())
-            log.exception("delivery failed (attempt %d)", attempts, extra={"job_id": job.id})
+            attempts = await self.results.failed_attempt(job_id)
+            log.exception("delivery failed (attempt %d)", attempts, extra={"job_id": job_id})
             if attempts >= MAX_ATTEMPTS:
-                await self._mark(job, DeliveryState.UNDELIVERABLE, None)
+                await self.results.undeliverable(job_id)
             return
-        await self._mark(job, DeliveryState.DELIVERED, path)
-        log.info("result delivered via %s", path, extra={"job_id": job.id})
-
-    async def _mark(self, job: Job, state: DeliveryState, path: str | None) -> None:
-        await self.db.write(jobs.mark_delivery, job_id=job.id, state=state, path=path, now=self.clock())
+        await self.results.delivered(job_id, path)
+        log.info("result delivered via %s", path, extra={"job_id": job_id})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import warnings
 
@@ -15,6 +16,7 @@ MAX_PIXELS = 50_000_000  # above this, decoding alone could exhaust memory (deco
 MIN_SIDE = 256  # a face smaller than this cannot carry a likeness
 MAX_SIDE = 2048  # larger photos are scaled down: no backend needs more, and uploads stay small
 ACCEPTED = ("JPEG", "PNG", "WEBP")
+MAX_PHOTOS = 4  # photos of one face in a request or a saved identity
 
 
 def normalize_photo(data: bytes) -> bytes:
@@ -46,3 +48,8 @@ def normalize_photo(data: bytes) -> bytes:
     out = io.BytesIO()
     upright.convert("RGB").save(out, format="JPEG", quality=92)
     return out.getvalue()
+
+
+async def normalized(data: bytes) -> bytes:
+    """``normalize_photo`` off the event loop: decoding and re-encoding takes milliseconds of CPU."""
+    return await asyncio.to_thread(normalize_photo, data)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.capabilities import Choice, Problem, Range, Text
+from engine.events import JobProgress, ProgressKind
 from storage.errors import QuotaRefused, RefusalReason
 from storage.stats import Stats
 
@@ -195,6 +196,17 @@ def rendering_fraction(backend: str, fraction: float) -> str:
     return f"Rendering on {backend}… {fraction:.0%}"
 
 
+def status_progress(event: JobProgress) -> str | None:
+    """A running job's status message for a progress event; None for events a user need not see."""
+    if event.kind is ProgressKind.BACKEND:
+        return rendering_on(event.backend or "")
+    if event.kind is ProgressKind.PROVIDER_QUEUE:
+        return provider_queue(event.backend or "", event.position)
+    if event.kind is ProgressKind.RENDERING and event.fraction is not None:
+        return rendering_fraction(event.backend or "", event.fraction)
+    return None
+
+
 def result_caption(job: Any) -> str:
     prompt = str(job.params.get("prompt", ""))
     short = prompt if len(prompt) <= 200 else prompt[:199] + "…"
@@ -363,3 +375,33 @@ def discord_channels(mentions: list[str]) -> str:
 def discord_for_user(user_id: str, text: str) -> str:
     """A result posted outside the interaction, addressed to the user who asked."""
     return f"<@{user_id}> {text}"
+
+
+# --- operator (likeness generate) ------------------------------------------------------------------
+def operator_progress(event: JobProgress) -> str:
+    """One line on stderr for each progress event of an operator job."""
+    if event.kind is ProgressKind.BACKEND:
+        line = f"rendering on {event.backend}"
+    elif event.kind is ProgressKind.PROVIDER_QUEUE:
+        line = f"queued at {event.backend}" + (f", position {event.position}" if event.position is not None else "")
+    elif event.kind is ProgressKind.RENDERING and event.fraction is not None:
+        line = f"rendering {event.fraction:.0%}"
+    else:
+        line = str(event.kind)
+    return f"[{event.job_id}] {line}"
+
+
+def cannot_read(path: object, reason: str | None) -> str:
+    return f"cannot read {path}: {reason}"
+
+
+def unknown_backend(name: str) -> str:
+    return f"unknown backend {name!r}"
+
+
+def operator_no_backend(unavailable: tuple[str, ...]) -> str:
+    return "no backend available: " + "; ".join(unavailable)
+
+
+def operator_job_failed(job_id: str, state: str, error: str | None) -> str:
+    return f"job {job_id} {state}: {error or 'unknown reason'}"

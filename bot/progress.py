@@ -7,11 +7,10 @@ import logging
 import time
 from collections.abc import Callable
 
+from bot import messages
 from bot.frontend import FrontEnd
-from bot.service.core import LikenessService
+from bot.service.results import Results
 from engine.events import JobProgress, ProgressHub, ProgressKind
-from storage import jobs
-from storage.db import Database
 
 log = logging.getLogger(__name__)
 
@@ -19,14 +18,14 @@ log = logging.getLogger(__name__)
 class ProgressEdits:
     def __init__(
         self,
-        db: Database,
+        results: Results,
         frontends: dict[str, FrontEnd],
         hub: ProgressHub,
         *,
         interval_s: float = 3.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.db, self.frontends, self.interval_s, self.clock = db, frontends, interval_s, clock
+        self.results, self.frontends, self.interval_s, self.clock = results, frontends, interval_s, clock
         self._latest: dict[str, str] = {}
         self._last_edit: dict[str, float] = {}
         self._scheduled: dict[str, asyncio.Task[None]] = {}
@@ -45,7 +44,7 @@ class ProgressEdits:
         # The status message was just posted: the first edit waits a full interval too, so a job that
         # finishes quickly costs no edit at all.
         self._last_edit.setdefault(event.job_id, self.clock())
-        text = LikenessService.progress_text(event)
+        text = messages.status_progress(event)
         if text is None or self._latest.get(event.job_id) == text:
             return
         self._latest[event.job_id] = text
@@ -59,14 +58,16 @@ class ProgressEdits:
         finally:
             self._scheduled.pop(job_id, None)
         text = self._latest.get(job_id)
-        job = await self.db.read(jobs.get, job_id=job_id)
-        if job is None or text is None or job.delivery_state != "none":
+        if text is None:
+            return
+        stored = await self.results.progress_target(job_id)
+        if stored is None:
             return  # finished meanwhile: the result replaces the status
-        frontend = self.frontends.get(str(job.reply_target.get("platform")))
+        frontend = self.frontends.get(stored.platform)
         if frontend is None:
             return
         self._last_edit[job_id] = self.clock()
         try:
-            await frontend.show_progress(job.reply_target, job_id, text)
+            await frontend.show_progress(job_id, frontend.parse_target(stored.data), text)
         except Exception:
             log.warning("progress edit failed", exc_info=True, extra={"job_id": job_id})

@@ -1,12 +1,12 @@
-"""The slash commands as Discord shows them; each one hands its options to the front end."""
+"""The slash commands as Discord shows them, declared once; each one hands its options to the front end."""
 
 # No `from __future__ import annotations` here: discord.py reads option types and ranges from the
-# annotations, and the ranges are values computed when the commands are built.
+# annotations, and the ranges are values computed from the backend catalogue when this module loads.
 
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import discord
 from discord import app_commands
@@ -14,14 +14,16 @@ from discord import app_commands
 from bot import messages
 from bot.discord.client import LikenessClient, frontend_of
 from bot.service.actors import Actor
+from bot.service.admin import ChannelChange
 from bot.service.replies import Reply
 from engine.capabilities import Capabilities, Range
+from engine.catalogue import CAPABILITIES
 
 ASPECTS = ("1:1", "3:4", "4:3", "2:3", "3:2", "9:16", "16:9")
 MAX_DISCORD_INTEGER = 2**53  # Discord's bound for integer and number options
 MAX_JOBS_PER_DAY = 100_000
 Interaction = discord.Interaction[LikenessClient]
-ChannelChange = Literal["add", "remove", "clear", "list"]
+DESCRIBE = messages.DISCORD_DESCRIPTIONS
 
 
 @dataclass(frozen=True)
@@ -67,12 +69,16 @@ class OptionRanges:
         )
 
 
+# Every backend's documented ranges, configured here or not: what `likeness discord sync` registers.
+RANGES = OptionRanges.of(CAPABILITIES.values())
+
+
 def _described(path: str) -> dict[str, str]:
     """The option descriptions of the command at ``path``, for app_commands.describe."""
     prefix = path + "."
     return {
         key[len(prefix) :]: text
-        for key, text in messages.DISCORD_DESCRIPTIONS.items()
+        for key, text in DESCRIBE.items()
         if key.startswith(prefix) and "." not in key[len(prefix) :]
     }
 
@@ -87,209 +93,238 @@ async def _face_names(interaction: Interaction, current: str) -> list[app_comman
     return await frontend_of(interaction).face_choices(interaction, current)
 
 
-def add_commands(tree: app_commands.CommandTree[Any], ranges: OptionRanges) -> None:
-    """Register every command on ``tree`` (the running client's, or a throwaway one for syncing)."""
-    describe = messages.DISCORD_DESCRIPTIONS
-    steps_low, steps_high = ranges.steps
-    weight_low, weight_high = ranges.id_weight
-    guidance_low, guidance_high = ranges.guidance
-    images_low, images_high = ranges.images
-    seed_low, seed_high = ranges.seed
+# --- rendering -------------------------------------------------------------------------------------
 
-    @app_commands.command(name="imagine", description=describe["imagine"])
-    @app_commands.describe(**_described("imagine"))
-    @app_commands.choices(aspect=[app_commands.Choice(name=a, value=a) for a in ASPECTS])
-    @app_commands.autocomplete(face=_face_names)
-    async def imagine(
-        interaction: Interaction,
-        prompt: app_commands.Range[str, 1, messages.MAX_PROMPT],
-        photo: discord.Attachment | None = None,
-        face: str | None = None,
-        aspect: str | None = None,
-        seed: app_commands.Range[int, seed_low, seed_high] | None = None,
-        steps: app_commands.Range[int, steps_low, steps_high] | None = None,
-        id_weight: app_commands.Range[float, weight_low, weight_high] | None = None,
-        guidance: app_commands.Range[float, guidance_low, guidance_high] | None = None,
-        images: app_commands.Range[int, images_low, images_high] | None = None,
-        negative: str | None = None,
-    ) -> None:
-        params = {
-            "seed": seed,
-            "steps": steps,
-            "id_weight": id_weight,
-            "guidance": guidance,
-            "num_images": images,
-            "negative_prompt": negative,
-        }
-        await frontend_of(interaction).imagine(interaction, prompt, photo, face, aspect, params)
 
-    face = app_commands.Group(name="face", description=describe["face"])
+@app_commands.command(name="imagine", description=DESCRIBE["imagine"])
+@app_commands.describe(**_described("imagine"))
+@app_commands.choices(aspect=[app_commands.Choice(name=a, value=a) for a in ASPECTS])
+@app_commands.autocomplete(face=_face_names)
+async def imagine(
+    interaction: Interaction,
+    prompt: app_commands.Range[str, 1, messages.MAX_PROMPT],
+    photo: discord.Attachment | None = None,
+    face: str | None = None,
+    aspect: str | None = None,
+    seed: app_commands.Range[int, RANGES.seed[0], RANGES.seed[1]] | None = None,
+    steps: app_commands.Range[int, RANGES.steps[0], RANGES.steps[1]] | None = None,
+    id_weight: app_commands.Range[float, RANGES.id_weight[0], RANGES.id_weight[1]] | None = None,
+    guidance: app_commands.Range[float, RANGES.guidance[0], RANGES.guidance[1]] | None = None,
+    images: app_commands.Range[int, RANGES.images[0], RANGES.images[1]] | None = None,
+    negative: str | None = None,
+) -> None:
+    params = {
+        "seed": seed,
+        "steps": steps,
+        "id_weight": id_weight,
+        "guidance": guidance,
+        "num_images": images,
+        "negative_prompt": negative,
+    }
+    await frontend_of(interaction).imagine(interaction, prompt, photo, face, aspect, params)
 
-    @face.command(name="save", description=describe["face.save"])
-    @app_commands.describe(**_described("face.save"))
-    async def face_save(
-        interaction: Interaction,
-        name: app_commands.Range[str, 1, 32],
-        photo: discord.Attachment,
-        photo2: discord.Attachment | None = None,
-        photo3: discord.Attachment | None = None,
-        photo4: discord.Attachment | None = None,
-    ) -> None:
-        frontend = frontend_of(interaction)
-        attachments = [a for a in (photo, photo2, photo3, photo4) if a is not None]
-        frontend.check_photos(attachments)
 
-        async def save(actor: Actor) -> Reply:
-            photos = tuple([await a.read() for a in attachments])
-            return await frontend.service.face_save(actor, name, photos)
+@app_commands.command(name="cancel", description=DESCRIBE["cancel"])
+async def cancel(interaction: Interaction) -> None:
+    frontend = frontend_of(interaction)
+    await frontend.answer(interaction, lambda actor: frontend.service.imagine.cancel(actor))
 
-        await frontend.answer(interaction, save)
 
-    @face.command(name="list", description=describe["face.list"])
-    async def face_list(interaction: Interaction) -> None:
-        frontend = frontend_of(interaction)
-        await frontend.answer(interaction, frontend.service.face_list)
+# --- saved faces ------------------------------------------------------------------------------------
 
-    @face.command(name="use", description=describe["face.use"])
-    @app_commands.describe(**_described("face.use"))
-    @app_commands.autocomplete(name=_face_names)
-    async def face_use(interaction: Interaction, name: str) -> None:
-        frontend = frontend_of(interaction)
-        await frontend.answer(interaction, lambda actor: frontend.service.face_use(actor, name))
+face = app_commands.Group(name="face", description=DESCRIBE["face"])
 
-    @face.command(name="delete", description=describe["face.delete"])
-    @app_commands.describe(**_described("face.delete"))
-    @app_commands.autocomplete(name=_face_names)
-    async def face_delete(interaction: Interaction, name: str) -> None:
-        frontend = frontend_of(interaction)
-        await frontend.answer(interaction, lambda actor: frontend.service.face_delete(actor, name))
 
-    @face.command(name="delete-all", description=describe["face.delete-all"])
-    async def face_delete_all(interaction: Interaction) -> None:
-        frontend = frontend_of(interaction)
-        await frontend.answer(interaction, lambda actor: frontend.service.face_delete(actor, None))
+@face.command(name="save", description=DESCRIBE["face.save"])
+@app_commands.describe(**_described("face.save"))
+async def face_save(
+    interaction: Interaction,
+    name: app_commands.Range[str, 1, 32],
+    photo: discord.Attachment,
+    photo2: discord.Attachment | None = None,
+    photo3: discord.Attachment | None = None,
+    photo4: discord.Attachment | None = None,
+) -> None:
+    frontend = frontend_of(interaction)
+    attachments = [a for a in (photo, photo2, photo3, photo4) if a is not None]
+    frontend.check_photos(attachments)
 
-    @app_commands.command(name="history", description=describe["history"])
-    async def history(interaction: Interaction) -> None:
-        frontend = frontend_of(interaction)
-        await frontend.answer(interaction, frontend.service.history)
+    async def save(actor: Actor) -> Reply:
+        photos = tuple([await a.read() for a in attachments])
+        return await frontend.service.faces.save(actor, name, photos)
 
-    @app_commands.command(name="quota", description=describe["quota"])
-    async def quota(interaction: Interaction) -> None:
-        frontend = frontend_of(interaction)
-        await frontend.answer(interaction, frontend.service.quota)
+    await frontend.answer(interaction, save)
 
-    @app_commands.command(name="cancel", description=describe["cancel"])
-    async def cancel(interaction: Interaction) -> None:
-        frontend = frontend_of(interaction)
-        await frontend.answer(interaction, lambda actor: frontend.service.cancel(actor))
 
-    @app_commands.command(name="forget", description=describe["forget"])
-    async def forget(interaction: Interaction) -> None:
-        frontend = frontend_of(interaction)
-        await frontend.answer_now(interaction, frontend.service.forget(frontend.actor(interaction)))
+@face.command(name="list", description=DESCRIBE["face.list"])
+async def face_list(interaction: Interaction) -> None:
+    frontend = frontend_of(interaction)
+    await frontend.answer(interaction, frontend.service.faces.show)
 
-    @app_commands.command(name="help", description=describe["help"])
-    async def help_(interaction: Interaction) -> None:
-        frontend = frontend_of(interaction)
-        await frontend.answer_now(interaction, frontend.service.help())
 
-    # Discord hides these from members without Administrator unless a server overrides it; the service
-    # checks authority again on every call.
-    admin = app_commands.Group(
-        name="admin",
-        description=describe["admin"],
-        default_permissions=discord.Permissions(administrator=True),
-        guild_only=True,
-        allowed_contexts=app_commands.AppCommandContext(guild=True),
+@face.command(name="use", description=DESCRIBE["face.use"])
+@app_commands.describe(**_described("face.use"))
+@app_commands.autocomplete(name=_face_names)
+async def face_use(interaction: Interaction, name: str) -> None:
+    frontend = frontend_of(interaction)
+    await frontend.answer(interaction, lambda actor: frontend.service.faces.use(actor, name))
+
+
+@face.command(name="delete", description=DESCRIBE["face.delete"])
+@app_commands.describe(**_described("face.delete"))
+@app_commands.autocomplete(name=_face_names)
+async def face_delete(interaction: Interaction, name: str) -> None:
+    frontend = frontend_of(interaction)
+    await frontend.answer(interaction, lambda actor: frontend.service.faces.delete(actor, name))
+
+
+@face.command(name="delete-all", description=DESCRIBE["face.delete-all"])
+async def face_delete_all(interaction: Interaction) -> None:
+    frontend = frontend_of(interaction)
+    await frontend.answer(interaction, lambda actor: frontend.service.faces.delete(actor, None))
+
+
+# --- the user's account -------------------------------------------------------------------------------
+
+
+@app_commands.command(name="history", description=DESCRIBE["history"])
+async def history(interaction: Interaction) -> None:
+    frontend = frontend_of(interaction)
+    await frontend.answer(interaction, frontend.service.account.history)
+
+
+@app_commands.command(name="quota", description=DESCRIBE["quota"])
+async def quota(interaction: Interaction) -> None:
+    frontend = frontend_of(interaction)
+    await frontend.answer(interaction, frontend.service.account.quota)
+
+
+@app_commands.command(name="forget", description=DESCRIBE["forget"])
+async def forget(interaction: Interaction) -> None:
+    frontend = frontend_of(interaction)
+    await frontend.answer_now(interaction, frontend.service.account.forget(frontend.actor(interaction)))
+
+
+@app_commands.command(name="help", description=DESCRIBE["help"])
+async def help_(interaction: Interaction) -> None:
+    frontend = frontend_of(interaction)
+    await frontend.answer_now(interaction, frontend.service.account.help())
+
+
+# --- administration -----------------------------------------------------------------------------------
+
+# Discord hides these from members without Administrator unless a server overrides it; the service checks
+# authority again on every call.
+admin = app_commands.Group(
+    name="admin",
+    description=DESCRIBE["admin"],
+    default_permissions=discord.Permissions(administrator=True),
+    guild_only=True,
+    allowed_contexts=app_commands.AppCommandContext(guild=True),
+)
+
+
+@admin.command(name="grant", description=DESCRIBE["admin.grant"])
+@app_commands.describe(**_described("admin.grant"))
+async def admin_grant(interaction: Interaction, user: str, credits: int) -> None:
+    frontend = frontend_of(interaction)
+    await frontend.answer_admin(
+        interaction, lambda actor: frontend.service.admin.grant(actor, _user_ref(user), str(credits))
     )
 
-    @admin.command(name="grant", description=describe["admin.grant"])
-    @app_commands.describe(**_described("admin.grant"))
-    async def admin_grant(interaction: Interaction, user: str, credits: int) -> None:
-        frontend = frontend_of(interaction)
-        await frontend.answer_admin(
-            interaction, lambda actor: frontend.service.admin.grant(actor, _user_ref(user), str(credits))
-        )
 
-    @admin.command(name="limit", description=describe["admin.limit"])
-    @app_commands.describe(**_described("admin.limit"))
-    async def admin_limit(
-        interaction: Interaction, user: str, jobs: app_commands.Range[int, 0, MAX_JOBS_PER_DAY]
-    ) -> None:
-        frontend = frontend_of(interaction)
-        await frontend.answer_admin(
-            interaction, lambda actor: frontend.service.admin.limit(actor, _user_ref(user), str(jobs))
-        )
+@admin.command(name="limit", description=DESCRIBE["admin.limit"])
+@app_commands.describe(**_described("admin.limit"))
+async def admin_limit(interaction: Interaction, user: str, jobs: app_commands.Range[int, 0, MAX_JOBS_PER_DAY]) -> None:
+    frontend = frontend_of(interaction)
+    await frontend.answer_admin(
+        interaction, lambda actor: frontend.service.admin.limit(actor, _user_ref(user), str(jobs))
+    )
 
-    @admin.command(name="ban", description=describe["admin.ban"])
-    @app_commands.describe(**_described("admin.ban"))
-    async def admin_ban(interaction: Interaction, user: str, reason: str | None = None) -> None:
-        frontend = frontend_of(interaction)
-        await frontend.answer_admin(
-            interaction, lambda actor: frontend.service.admin.ban(actor, _user_ref(user), reason or "")
-        )
 
-    @admin.command(name="unban", description=describe["admin.unban"])
-    @app_commands.describe(**_described("admin.unban"))
-    async def admin_unban(interaction: Interaction, user: str) -> None:
-        frontend = frontend_of(interaction)
-        await frontend.answer_admin(
-            interaction, lambda actor: frontend.service.admin.ban(actor, _user_ref(user), banned=False)
-        )
+@admin.command(name="ban", description=DESCRIBE["admin.ban"])
+@app_commands.describe(**_described("admin.ban"))
+async def admin_ban(interaction: Interaction, user: str, reason: str | None = None) -> None:
+    frontend = frontend_of(interaction)
+    await frontend.answer_admin(
+        interaction, lambda actor: frontend.service.admin.ban(actor, _user_ref(user), reason or "")
+    )
 
-    @admin.command(name="stats", description=describe["admin.stats"])
-    async def admin_stats(interaction: Interaction) -> None:
-        frontend = frontend_of(interaction)
-        await frontend.answer_admin(interaction, frontend.service.admin.stats)
 
-    @admin.command(name="pause", description=describe["admin.pause"])
-    @app_commands.describe(**_described("admin.pause"))
-    async def admin_pause(interaction: Interaction, reason: str | None = None) -> None:
-        frontend = frontend_of(interaction)
-        await frontend.answer_admin(interaction, lambda actor: frontend.service.admin.pause(actor, reason or ""))
+@admin.command(name="unban", description=DESCRIBE["admin.unban"])
+@app_commands.describe(**_described("admin.unban"))
+async def admin_unban(interaction: Interaction, user: str) -> None:
+    frontend = frontend_of(interaction)
+    await frontend.answer_admin(
+        interaction, lambda actor: frontend.service.admin.ban(actor, _user_ref(user), banned=False)
+    )
 
-    @admin.command(name="resume", description=describe["admin.resume"])
-    async def admin_resume(interaction: Interaction) -> None:
-        frontend = frontend_of(interaction)
-        await frontend.answer_admin(interaction, lambda actor: frontend.service.admin.pause(actor, paused=False))
 
-    channels = app_commands.Group(name="channels", description=describe["admin.channels"], parent=admin)
+@admin.command(name="stats", description=DESCRIBE["admin.stats"])
+async def admin_stats(interaction: Interaction) -> None:
+    frontend = frontend_of(interaction)
+    await frontend.answer_admin(interaction, frontend.service.admin.stats)
 
-    async def change_channels(
-        interaction: Interaction, change: ChannelChange, channel: discord.TextChannel | None
-    ) -> None:
-        frontend = frontend_of(interaction)
-        chosen = str(channel.id if channel is not None else interaction.channel_id)
-        await frontend.answer_admin(interaction, lambda actor: frontend.change_channels(actor, change, chosen))
 
-    @channels.command(name="add", description=describe["admin.channels.add"])
-    @app_commands.describe(**_described("admin.channels.add"))
-    async def channels_add(interaction: Interaction, channel: discord.TextChannel | None = None) -> None:
-        await change_channels(interaction, "add", channel)
+@admin.command(name="pause", description=DESCRIBE["admin.pause"])
+@app_commands.describe(**_described("admin.pause"))
+async def admin_pause(interaction: Interaction, reason: str | None = None) -> None:
+    frontend = frontend_of(interaction)
+    await frontend.answer_admin(interaction, lambda actor: frontend.service.admin.pause(actor, reason or ""))
 
-    @channels.command(name="remove", description=describe["admin.channels.remove"])
-    @app_commands.describe(**_described("admin.channels.remove"))
-    async def channels_remove(interaction: Interaction, channel: discord.TextChannel | None = None) -> None:
-        await change_channels(interaction, "remove", channel)
 
-    @channels.command(name="clear", description=describe["admin.channels.clear"])
-    async def channels_clear(interaction: Interaction) -> None:
-        await change_channels(interaction, "clear", None)
+@admin.command(name="resume", description=DESCRIBE["admin.resume"])
+async def admin_resume(interaction: Interaction) -> None:
+    frontend = frontend_of(interaction)
+    await frontend.answer_admin(interaction, lambda actor: frontend.service.admin.pause(actor, paused=False))
 
-    @channels.command(name="list", description=describe["admin.channels.list"])
-    async def channels_list(interaction: Interaction) -> None:
-        await change_channels(interaction, "list", None)
 
-    commands: list[app_commands.Command[Any, ..., None] | app_commands.Group] = [
-        imagine,
-        face,
-        history,
-        quota,
-        cancel,
-        forget,
-        help_,
-        admin,
-    ]
-    for command in commands:
+channels = app_commands.Group(name="channels", description=DESCRIBE["admin.channels"], parent=admin)
+
+
+async def _change_channels(
+    interaction: Interaction, change: ChannelChange, channel: discord.TextChannel | None
+) -> None:
+    frontend = frontend_of(interaction)
+    chosen = str(channel.id if channel is not None else interaction.channel_id)
+    await frontend.answer_admin(interaction, lambda actor: frontend.change_channels(actor, change, chosen))
+
+
+@channels.command(name="add", description=DESCRIBE["admin.channels.add"])
+@app_commands.describe(**_described("admin.channels.add"))
+async def channels_add(interaction: Interaction, channel: discord.TextChannel | None = None) -> None:
+    await _change_channels(interaction, "add", channel)
+
+
+@channels.command(name="remove", description=DESCRIBE["admin.channels.remove"])
+@app_commands.describe(**_described("admin.channels.remove"))
+async def channels_remove(interaction: Interaction, channel: discord.TextChannel | None = None) -> None:
+    await _change_channels(interaction, "remove", channel)
+
+
+@channels.command(name="clear", description=DESCRIBE["admin.channels.clear"])
+async def channels_clear(interaction: Interaction) -> None:
+    await _change_channels(interaction, "clear", None)
+
+
+@channels.command(name="list", description=DESCRIBE["admin.channels.list"])
+async def channels_list(interaction: Interaction) -> None:
+    await _change_channels(interaction, "list", None)
+
+
+COMMANDS: tuple[app_commands.Command[Any, ..., None] | app_commands.Group, ...] = (
+    imagine,
+    face,
+    history,
+    quota,
+    cancel,
+    forget,
+    help_,
+    admin,
+)
+
+
+def add_commands(tree: app_commands.CommandTree[Any]) -> None:
+    """Register every command on ``tree`` (the running client's, or a throwaway one for syncing)."""
+    for command in COMMANDS:
         tree.add_command(command)

@@ -7,7 +7,7 @@ import contextlib
 import io
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import discord
@@ -15,19 +15,20 @@ from discord import app_commands
 
 from bot import messages
 from bot.discord.client import LikenessClient
-from bot.discord.commands import ChannelChange, OptionRanges, add_commands
+from bot.discord.commands import add_commands
 from bot.discord.endpoints import configured_endpoints
+from bot.discord.target import PLATFORM, DiscordTarget
 from bot.discord.views import ActionButton, view_for
 from bot.errors import OperatorError, UserError
 from bot.frontend import Undeliverable
 from bot.intake import MAX_BYTES
 from bot.service.actors import Actor
-from bot.service.core import ImagineInput, LikenessService
+from bot.service.admin import ChannelChange
+from bot.service.imagine import ImagineInput
 from bot.service.replies import Action, Reply, ReplyImage
+from bot.service.use_cases import LikenessService
 from bot.settings import DiscordSettings
 from engine.request import size_for_aspect
-from storage import audit, scopes
-from storage.models import Job
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,6 @@ GUILD_READY_TIMEOUT_S = 2.0  # how long the client waits for more guilds after t
 START_TIMEOUT_S = 60.0
 TOKEN_MARGIN_S = 60.0  # an interaction token this close to its 15 minutes is not used any more
 MAX_FILES = 10  # attachments per Discord message
-ORIGINAL = "@original"
 TOKEN_GONE = {10008, 10015, 10062, 50027}  # unknown message / webhook / interaction, invalid webhook token
 NSFW_CAPABLE = (discord.TextChannel, discord.VoiceChannel, discord.StageChannel, discord.ForumChannel, discord.Thread)
 AnyInteraction = discord.Interaction[Any]
@@ -46,15 +46,14 @@ class DiscordStartError(OperatorError):
 
 
 class DiscordFrontEnd:
-    platform = "discord"
+    platform = PLATFORM
 
     def __init__(self, settings: DiscordSettings, service: LikenessService) -> None:
         assert settings.token is not None
         self.settings = settings
         self.service = service
         self.client = LikenessClient(self, dynamic_items=(ActionButton,), guild_ready_timeout=GUILD_READY_TIMEOUT_S)
-        ranges = OptionRanges.of(backend.capabilities for backend in service.router.backends.values())
-        add_commands(self.client.tree, ranges)
+        add_commands(self.client.tree)
         self.client.tree.error(self._tree_error)
         self._gateway: asyncio.Task[None] | None = None
         self._endpoints = contextlib.ExitStack()
@@ -100,7 +99,7 @@ class DiscordFrontEnd:
         user = interaction.user
         roles = tuple(r.name for r in user.roles if not r.is_default()) if isinstance(user, discord.Member) else ()
         return Actor(
-            "discord",
+            PLATFORM,
             str(user.id),
             user.display_name,
             chat_id=str(interaction.channel_id) if interaction.channel_id else None,
@@ -109,20 +108,23 @@ class DiscordFrontEnd:
         )
 
     @staticmethod
-    def reply_target(interaction: AnyInteraction, status: str) -> dict[str, Any]:
+    def reply_target(interaction: AnyInteraction, status: int | None) -> DiscordTarget:
         """Everything any process needs later to answer: the token while it lasts, then channel or DM."""
         channel = interaction.channel
-        return {
-            "platform": "discord",
-            "application_id": str(interaction.application_id),
-            "token": interaction.token,
-            "token_expires": interaction.expires_at.timestamp(),
-            "channel_id": str(interaction.channel_id),
-            "guild_id": str(interaction.guild_id) if interaction.guild_id else None,
-            "user_id": str(interaction.user.id),
-            "status_message": status,
-            "nsfw": isinstance(channel, NSFW_CAPABLE) and channel.is_nsfw(),
-        }
+        assert interaction.channel_id is not None
+        return DiscordTarget(
+            application_id=interaction.application_id,
+            token=interaction.token,
+            token_expires=interaction.expires_at.timestamp(),
+            channel_id=interaction.channel_id,
+            user_id=interaction.user.id,
+            guild_id=interaction.guild_id,
+            status_message_id=status,
+            nsfw=isinstance(channel, NSFW_CAPABLE) and channel.is_nsfw(),
+        )
+
+    def parse_target(self, data: Mapping[str, Any]) -> DiscordTarget:
+        return DiscordTarget.from_json(data)
 
     @staticmethod
     def check_photos(attachments: Sequence[discord.Attachment]) -> None:
@@ -181,10 +183,10 @@ class DiscordFrontEnd:
             params=params,
             reply_target=self.reply_target(interaction, status),
         )
-        submitted = await self.service.imagine(self.actor(interaction), given)
+        submitted = await self.service.imagine.submit(self.actor(interaction), given)
         await self._show_status(interaction, submitted.reply)
 
-    async def _acknowledge(self, interaction: AnyInteraction) -> str:
+    async def _acknowledge(self, interaction: AnyInteraction) -> int | None:
         """Answer with a private status message at once; returns its id for later progress edits.
 
         A message rather than a deferral: a result follow-up sent while a deferral is still "thinking"
@@ -192,7 +194,7 @@ class DiscordFrontEnd:
         """
         response = await interaction.response.send_message(messages.DISCORD_WORKING, ephemeral=True)
         message_id = response.message_id if response is not None else None
-        return str(message_id) if message_id else ORIGINAL
+        return int(message_id) if message_id else None
 
     async def _show_status(self, interaction: AnyInteraction, reply: Reply) -> None:
         # Already finished and delivered when this comes: the status message is gone.
@@ -200,41 +202,13 @@ class DiscordFrontEnd:
             await self._edit_original(interaction, reply)
 
     async def face_choices(self, interaction: AnyInteraction, current: str) -> list[app_commands.Choice[str]]:
-        names = await self.service.face_names(self.actor(interaction))
+        names = await self.service.faces.names(self.actor(interaction))
         typed = current.strip().lower()
         return [app_commands.Choice(name=name, value=name) for name in names if name.startswith(typed)][:25]
 
     async def change_channels(self, actor: Actor, change: ChannelChange, channel_id: str) -> str:
-        """Set the channels a guild's members may use the bot in (none listed: every channel)."""
-        self.service.admin.require(actor)
-        if actor.guild_id is None:
-            raise UserError(messages.DISCORD_SERVER_ONLY)
-        scope, now = actor.scope, self.service.clock()
-
-        def apply(session: Any) -> list[str]:
-            channels = list(scopes.get_scope(session=session, scope=scope).channels)
-            if change == "list":
-                return channels
-            if change == "add":
-                channels = [*channels, channel_id] if channel_id not in channels else channels
-            elif change == "remove":
-                channels = [c for c in channels if c != channel_id]
-            else:
-                channels = []
-            scopes.update_scope(session=session, scope=scope, now=now, channels=channels)
-            audit.record(
-                session=session,
-                actor=actor.key,
-                action=f"channels-{change}",
-                target=scope,
-                now=now,
-                detail={"channels": channels},
-            )
-            return channels
-
-        channels = await self.service.db.write(apply)
-        if change != "list":
-            log.info("admin channels-%s by %s on %s", change, actor.key, scope)
+        """Change the channels a guild's members may use the bot in, and say which they are now."""
+        channels = await self.service.admin.channels(actor, change, channel_id)
         return messages.discord_channels([f"<#{c}>" for c in channels]) if channels else messages.DISCORD_ALL_CHANNELS
 
     async def on_button(self, interaction: AnyInteraction, action: Action, argument: str) -> None:
@@ -248,19 +222,19 @@ class DiscordFrontEnd:
         if action in (Action.REROLL, Action.VARY):
             status = await self._acknowledge(interaction)
             target = self.reply_target(interaction, status)
-            submitted = await self.service.rerun(actor, f"dc:{interaction.id}", action, argument, target)
+            submitted = await self.service.imagine.rerun(actor, f"dc:{interaction.id}", action, argument, target)
             await self._show_status(interaction, submitted.reply)
             return
         # The rest change the message that holds the button.
         await interaction.response.defer()
         if action is Action.CANCEL:
-            reply = await self.service.cancel(actor, argument)
+            reply = await self.service.imagine.cancel(actor, argument)
             await interaction.edit_original_response(content=reply.text, view=None)
         elif action is Action.HISTORY:
-            reply = await self.service.history(actor, int(argument) if argument.isdigit() else 0)
+            reply = await self.service.account.history(actor, int(argument) if argument.isdigit() else 0)
             await self._edit_original(interaction, reply)
         elif action is Action.FORGET:
-            reply = await self.service.forget_confirmed(actor, argument == "yes")
+            reply = await self.service.account.forget_confirmed(actor, argument == "yes")
             await interaction.edit_original_response(content=reply.text, view=None)
 
     @staticmethod
@@ -298,33 +272,33 @@ class DiscordFrontEnd:
 
     # --- results and progress ---------------------------------------------------------------------
 
-    async def deliver(self, job: Job, reply: Reply) -> str:
-        target = job.reply_target
+    async def deliver(self, job_id: str, target: DiscordTarget, reply: Reply) -> str:
+        spoiler_nsfw = not target.nsfw
         if _token_usable(target):
             try:
-                await self._send(self._webhook(target), reply, spoiler_nsfw=not target.get("nsfw"))
+                await self._send(self._webhook(target), reply, spoiler_nsfw=spoiler_nsfw)
             except discord.HTTPException as exc:
                 if exc.code not in TOKEN_GONE and exc.status != 401:
                     raise
-                log.info("interaction token no longer valid (%s); posting in the channel", exc.code, extra=_job(job))
+                log.info("interaction token no longer valid (%s); posting in the channel", exc.code, extra=_job(job_id))
             else:
-                await self._delete_status(target, job.id)
+                await self._delete_status(target, job_id)
                 return "interaction"
-        channel = self.client.get_partial_messageable(int(target["channel_id"]))
+        channel = self.client.get_partial_messageable(target.channel_id)
         try:
-            await self._send(channel, reply, spoiler_nsfw=not target.get("nsfw"), mention=target["user_id"])
+            await self._send(channel, reply, spoiler_nsfw=spoiler_nsfw, mention=str(target.user_id))
             return "channel"
         except (discord.Forbidden, discord.NotFound) as exc:
-            log.info("cannot post in channel (%s); sending a DM", exc.code, extra=_job(job))
+            log.info("cannot post in channel (%s); sending a DM", exc.code, extra=_job(job_id))
         try:
-            dm = await self.client.create_dm(discord.Object(int(target["user_id"])))
+            dm = await self.client.create_dm(discord.Object(target.user_id))
             await self._send(dm, reply, spoiler_nsfw=True)
         except (discord.Forbidden, discord.NotFound) as exc:
             raise Undeliverable(f"discord refused a DM to the user ({exc.code})") from None
         return "dm"
 
-    def _webhook(self, target: dict[str, Any]) -> discord.Webhook:
-        return discord.Webhook.partial(int(target["application_id"]), str(target["token"]), client=self.client)
+    def _webhook(self, target: DiscordTarget) -> discord.Webhook:
+        return discord.Webhook.partial(target.application_id, target.token, client=self.client)
 
     @staticmethod
     async def _send(
@@ -353,27 +327,25 @@ class DiscordFrontEnd:
             else:
                 await destination.send(content or None, **kwargs)
 
-    async def _delete_status(self, target: dict[str, Any], job_id: str) -> None:
-        status = str(target.get("status_message") or "")
-        if not status.isdigit():
+    async def _delete_status(self, target: DiscordTarget, job_id: str) -> None:
+        if target.status_message_id is None:
             return
         try:
-            await self._webhook(target).delete_message(int(status))
+            await self._webhook(target).delete_message(target.status_message_id)
         except discord.HTTPException:
             log.debug("status message already gone", extra={"job_id": job_id})
 
-    async def show_progress(self, reply_target: dict[str, Any], job_id: str, text: str) -> None:
-        status = str(reply_target.get("status_message") or "")
-        if not status.isdigit() or not _token_usable(reply_target):
+    async def show_progress(self, job_id: str, target: DiscordTarget, text: str) -> None:
+        if target.status_message_id is None or not _token_usable(target):
             return  # the status message can only be edited through the interaction token
         try:
-            await self._webhook(reply_target).edit_message(int(status), content=text)
+            await self._webhook(target).edit_message(target.status_message_id, content=text)
         except discord.NotFound:
             log.debug("status message gone", extra={"job_id": job_id})
 
 
-def _token_usable(target: dict[str, Any]) -> bool:
-    return bool(target.get("token")) and time.time() < float(target.get("token_expires") or 0) - TOKEN_MARGIN_S
+def _token_usable(target: DiscordTarget) -> bool:
+    return bool(target.token) and time.time() < target.token_expires - TOKEN_MARGIN_S
 
 
 def _file(image: ReplyImage, *, spoiler: bool) -> discord.File:
@@ -381,8 +353,8 @@ def _file(image: ReplyImage, *, spoiler: bool) -> discord.File:
     return discord.File(io.BytesIO(image.data), filename=image.filename, spoiler=spoiler)
 
 
-def _job(job: Job) -> dict[str, Any]:
-    return {"job_id": job.id}
+def _job(job_id: str) -> dict[str, Any]:
+    return {"job_id": job_id}
 
 
 def _log_gateway_end(task: asyncio.Task[None]) -> None:

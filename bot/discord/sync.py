@@ -7,30 +7,12 @@ import logging
 import discord
 from discord import app_commands
 
-from bot.discord.commands import OptionRanges, add_commands
+from bot.discord.commands import add_commands
 from bot.discord.endpoints import configured_endpoints
 from bot.discord.frontend import DiscordStartError
 from bot.settings import DiscordSettings
-from engine.capabilities import Capabilities
-from engine.local.backend import CAPABILITIES as LOCAL_CAPABILITIES
-from engine.providers.fal import FalFluxPulidBackend, FalPulidBackend
-from engine.providers.replicate import ReplicateFluxPulidBackend
-from engine.providers.segmind import SegmindFluxPulidBackend
-from engine.providers.wavespeed import WaveSpeedFluxPulidBackend
 
 log = logging.getLogger(__name__)
-
-
-def known_capabilities() -> list[Capabilities]:
-    """Every backend's documented parameters, whether or not this host configures it."""
-    providers = (
-        FalFluxPulidBackend,
-        FalPulidBackend,
-        ReplicateFluxPulidBackend,
-        WaveSpeedFluxPulidBackend,
-        SegmindFluxPulidBackend,
-    )
-    return [provider.capabilities for provider in providers] + [LOCAL_CAPABILITIES]
 
 
 async def sync_commands(settings: DiscordSettings, guild_id: int | None) -> int:
@@ -41,7 +23,7 @@ async def sync_commands(settings: DiscordSettings, guild_id: int | None) -> int:
         raise ValueError("LIKENESS_DISCORD__TOKEN is not set")
     client = discord.Client(intents=discord.Intents(guilds=True))
     tree: app_commands.CommandTree[discord.Client] = app_commands.CommandTree(client)
-    add_commands(tree, OptionRanges.of(known_capabilities()))
+    add_commands(tree)
     guild = discord.Object(guild_id) if guild_id is not None else None
     with configured_endpoints(settings.api_base, settings.gateway_url):
         try:

@@ -1,4 +1,4 @@
-"""Admin use cases: grants, limits, bans, stats, pause. Authority is checked here, on the server side."""
+"""Admin use cases: grants, limits, bans, stats, pause, channels. Authority is checked here, on the server side."""
 
 from __future__ import annotations
 
@@ -6,19 +6,20 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from bot import messages
 from bot.errors import UserError
 from bot.service.actors import SHELL, Actor
-from storage import quota, stats
+from storage import audit, quota, scopes, stats, users
 from storage.db import Database
-from storage.jobs import utc_day
 from storage.models import User
+from storage.quota import utc_day
 
 log = logging.getLogger(__name__)
 
 PLATFORMS = ("telegram", "discord")
+ChannelChange = Literal["add", "remove", "clear", "list"]
 T = TypeVar("T")
 
 
@@ -61,7 +62,7 @@ class AdminService:
     async def _user(self, actor: Actor, ref: str) -> User:
         platform, user_id = self.parse_user(actor, ref)
         return await self.db.write(
-            quota.ensure_user,
+            users.ensure_user,
             platform=platform,
             platform_user_id=user_id,
             now=self.clock(),
@@ -81,7 +82,7 @@ class AdminService:
 
         def apply(session: Any) -> T:
             result = change(session)
-            quota.audit(session=session, actor=actor.key, action=action, target=target, now=now, detail=detail)
+            audit.record(session=session, actor=actor.key, action=action, target=target, now=now, detail=detail)
             return result
 
         log.info("admin %s by %s on %s", action, actor.key, target)
@@ -113,8 +114,8 @@ class AdminService:
                 actor,
                 "limit",
                 "default",
-                lambda session: quota.update_scope(
-                    session=session, scope=quota.GLOBAL_SCOPE, now=self.clock(), daily_jobs=jobs
+                lambda session: scopes.update_scope(
+                    session=session, scope=scopes.GLOBAL_SCOPE, now=self.clock(), daily_jobs=jobs
                 ),
                 jobs=jobs,
             )
@@ -125,7 +126,7 @@ class AdminService:
             actor,
             "limit",
             target,
-            lambda session: quota.set_user_fields(session=session, user_id=user.id or 0, daily_jobs_limit=jobs),
+            lambda session: users.set_user_fields(session=session, user_id=user.id or 0, daily_jobs_limit=jobs),
             jobs=jobs,
         )
         return messages.limit_set(target, jobs)
@@ -138,7 +139,7 @@ class AdminService:
             actor,
             "ban" if banned else "unban",
             target,
-            lambda session: quota.set_user_fields(
+            lambda session: users.set_user_fields(
                 session=session, user_id=user.id or 0, banned=banned, ban_reason=reason[:256]
             ),
             reason=reason,
@@ -158,12 +159,46 @@ class AdminService:
             actor,
             "pause" if paused else "resume",
             scope,
-            lambda session: quota.update_scope(
+            lambda session: scopes.update_scope(
                 session=session, scope=scope, now=self.clock(), paused=paused, pause_reason=reason[:256]
             ),
             reason=reason,
         )
         return messages.paused(reason) if paused else messages.RESUMED
+
+    async def channels(self, actor: Actor, change: ChannelChange, channel_id: str) -> tuple[str, ...]:
+        """Change or list the channels a guild's members may use the bot in (none listed: every channel);
+        returns the channel ids listed now."""
+        self.require(actor)
+        if actor.guild_id is None:
+            raise UserError(messages.DISCORD_SERVER_ONLY)
+        scope = actor.scope
+        if change == "list":
+            return (await self.db.read(scopes.get_scope, scope=scope)).channels
+        now = self.clock()
+
+        def apply(session: Any) -> tuple[str, ...]:
+            channels = scopes.get_scope(session=session, scope=scope).channels
+            if change == "add":
+                channels = (*channels, channel_id) if channel_id not in channels else channels
+            elif change == "remove":
+                channels = tuple(c for c in channels if c != channel_id)
+            else:
+                channels = ()
+            scopes.update_scope(session=session, scope=scope, now=now, channels=channels)
+            audit.record(
+                session=session,
+                actor=actor.key,
+                action=f"channels-{change}",
+                target=scope,
+                now=now,
+                detail={"channels": list(channels)},
+            )
+            return channels
+
+        channels = await self.db.write(apply)
+        log.info("admin channels-%s by %s on %s", change, actor.key, scope)
+        return channels
 
 
 def _day_start(now: float) -> float:

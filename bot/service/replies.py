@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any, Protocol
 
 
 class Action(StrEnum):
@@ -59,3 +60,12 @@ class Submitted:
     job_id: str
     reply: Reply
     duplicate: bool = False
+
+
+class ReplyTarget(Protocol):
+    """Where a front end answers a job: its own frozen dataclass, kept with the job as JSON.
+
+    The JSON carries a "platform" key naming the front end that can read it back.
+    """
+
+    def to_json(self) -> dict[str, Any]: ...

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from telegram import (
+    CallbackQuery,
+    Chat,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
     InputMediaPhoto,
     Message,
     ReplyParameters,
     Update,
+    User,
 )
 from telegram.error import BadRequest, Forbidden, TelegramError
 from telegram.ext import (
@@ -32,24 +34,32 @@ from bot.errors import UserError
 from bot.frontend import Undeliverable
 from bot.intake import MAX_BYTES
 from bot.service.actors import Actor
-from bot.service.core import ImagineInput, LikenessService
+from bot.service.imagine import ImagineInput
 from bot.service.replies import Action, Button, Reply, ReplyImage
+from bot.service.use_cases import LikenessService
 from bot.settings import TelegramSettings
-from storage.models import Job
+from bot.telegram.albums import AlbumCollector
+from bot.telegram.target import PLATFORM, TelegramTarget
 
 log = logging.getLogger(__name__)
 
-ALBUM_WAIT_S = 1.0  # Telegram sends an album as separate updates sharing a media_group_id
 PHOTO_MAX_BYTES = 10 * 1024 * 1024  # sendPhoto's limits; beyond them results go as documents
 PHOTO_MAX_SIDES = 10_000
 PHOTO_MAX_RATIO = 20
 Context = ContextTypes.DEFAULT_TYPE
 
 
-def _actor(update: Update) -> Actor:
-    user, chat = update.effective_user, update.effective_chat
+def _actor(user: User | None, chat: Chat | None) -> Actor:
     assert user is not None
-    return Actor("telegram", str(user.id), user.full_name or "", chat_id=str(chat.id) if chat else None)
+    return Actor(PLATFORM, str(user.id), user.full_name or "", chat_id=str(chat.id) if chat else None)
+
+
+def _sender(message: Message) -> Actor:
+    return _actor(message.from_user, message.chat)
+
+
+def _reply_parameters(message_id: int | None) -> ReplyParameters | None:
+    return ReplyParameters(message_id, allow_sending_without_reply=True) if message_id else None
 
 
 def _keyboard(buttons: tuple[Button, ...]) -> InlineKeyboardMarkup | None:
@@ -68,7 +78,7 @@ def _fits_as_photo(image: ReplyImage) -> bool:
 
 
 class TelegramFrontEnd:
-    platform = "telegram"
+    platform = PLATFORM
 
     def __init__(self, settings: TelegramSettings, service: LikenessService) -> None:
         assert settings.token is not None
@@ -83,7 +93,7 @@ class TelegramFrontEnd:
             .concurrent_updates(64)
             .build()
         )
-        self._albums: dict[str, list[Message]] = {}
+        self._albums: AlbumCollector[Message] = AlbumCollector(self._album)
         self._handlers()
 
     # --- life cycle -------------------------------------------------------------------------------
@@ -126,6 +136,7 @@ class TelegramFrontEnd:
             await self.app.updater.start_polling(allowed_updates=Update.ALL_TYPES, poll_interval=0.0)
 
     async def stop(self) -> None:
+        await self._albums.close()
         if self.app.updater is not None and self.app.updater.running:
             await self.app.updater.stop()
         if self.app.running:
@@ -134,24 +145,20 @@ class TelegramFrontEnd:
 
     # --- rendering --------------------------------------------------------------------------------
 
-    async def _send(self, chat_id: int | str, reply: Reply, reply_to: int | None = None) -> Message:
+    async def _send(self, chat_id: int, reply: Reply, reply_to: int | None = None) -> Message:
         sent: Message = await self.app.bot.send_message(
-            chat_id,
-            reply.text,
-            reply_markup=_keyboard(reply.buttons),
-            reply_parameters=ReplyParameters(reply_to, allow_sending_without_reply=True) if reply_to else None,
+            chat_id, reply.text, reply_markup=_keyboard(reply.buttons), reply_parameters=_reply_parameters(reply_to)
         )
         return sent
 
-    async def _answer(self, update: Update, reply: Reply) -> Message | None:
-        message = update.effective_message
-        if message is None:
-            return None
+    async def _answer(self, message: Message, reply: Reply) -> Message:
         return await self._send(message.chat_id, reply, message.message_id)
 
-    async def deliver(self, job: Job, reply: Reply) -> str:
-        target = job.reply_target
-        chat_id, reply_to = target["chat_id"], target.get("message_id")
+    def parse_target(self, data: Mapping[str, Any]) -> TelegramTarget:
+        return TelegramTarget.from_json(data)
+
+    async def deliver(self, job_id: str, target: TelegramTarget, reply: Reply) -> str:
+        chat_id, reply_to = target.chat_id, target.message_id
         try:
             if not reply.images:
                 await self._send(chat_id, reply, reply_to)
@@ -163,16 +170,15 @@ class TelegramFrontEnd:
             if "chat not found" in exc.message.lower():
                 raise Undeliverable(f"telegram refused: {exc.message}") from None
             raise
-        status_id = target.get("status_id")
-        if status_id:
+        if target.status_message_id:
             try:
-                await self.app.bot.delete_message(chat_id, status_id)
+                await self.app.bot.delete_message(chat_id, target.status_message_id)
             except TelegramError:
-                log.debug("status message already gone", extra={"job_id": job.id})
+                log.debug("status message already gone", extra={"job_id": job_id})
         return "reply"
 
-    async def _send_images(self, chat_id: int | str, reply: Reply, reply_to: int | None) -> None:
-        reply_parameters = ReplyParameters(reply_to, allow_sending_without_reply=True) if reply_to else None
+    async def _send_images(self, chat_id: int, reply: Reply, reply_to: int | None) -> None:
+        reply_parameters = _reply_parameters(reply_to)
         photos = [image for image in reply.images if _fits_as_photo(image)]
         documents = [image for image in reply.images if not _fits_as_photo(image)]
         keyboard = _keyboard(reply.buttons)
@@ -200,14 +206,13 @@ class TelegramFrontEnd:
         if keyboard is not None:  # albums and documents cannot carry buttons of their own
             await self.app.bot.send_message(chat_id, messages.BUTTONS_BELOW, reply_markup=keyboard)
 
-    async def show_progress(self, reply_target: dict[str, Any], job_id: str, text: str) -> None:
-        status_id = reply_target.get("status_id")
-        if not status_id:
+    async def show_progress(self, job_id: str, target: TelegramTarget, text: str) -> None:
+        if not target.status_message_id:
             return
         keyboard = _keyboard((Button("Cancel", Action.CANCEL, job_id),))
         try:
             await self.app.bot.edit_message_text(
-                text, chat_id=reply_target["chat_id"], message_id=status_id, reply_markup=keyboard
+                text, chat_id=target.chat_id, message_id=target.status_message_id, reply_markup=keyboard
             )
         except BadRequest as exc:
             if "not modified" not in exc.message.lower():
@@ -216,62 +221,58 @@ class TelegramFrontEnd:
     # --- commands ---------------------------------------------------------------------------------
 
     async def _start(self, update: Update, context: Context) -> None:
-        await self._answer(update, await self.service.start(_actor(update)))
+        message = _message(update)
+        await self._answer(message, await self.service.account.start(_sender(message)))
 
     async def _help(self, update: Update, context: Context) -> None:
-        await self._answer(update, self.service.help())
+        await self._answer(_message(update), self.service.account.help())
 
     async def _imagine_command(self, update: Update, context: Context) -> None:
-        message = update.effective_message
-        assert message is not None
-        text = " ".join(context.args or [])
-        await self._imagine(update, message, text, [])
+        message = _message(update)
+        await self._imagine(message, " ".join(context.args or []), [])
 
     async def _photo(self, update: Update, context: Context) -> None:
-        message = update.effective_message
-        assert message is not None
-        if message.media_group_id:
-            await self._collect_album(update, message)
-            return
-        await self._photo_messages(update, [message])
+        message = _message(update)
+        if message.media_group_id is None:
+            await self._photo_messages([message])
+        elif not self._albums.add(str(message.media_group_id), message):
+            log.info("part of album %s came after the album was taken; ignored", message.media_group_id)
 
-    async def _collect_album(self, update: Update, message: Message) -> None:
-        group = str(message.media_group_id)
-        first = group not in self._albums
-        self._albums.setdefault(group, []).append(message)
-        if not first:
-            return
-        await asyncio.sleep(ALBUM_WAIT_S)
-        await self._photo_messages(update, self._albums.pop(group))
+    async def _album(self, parts: list[Message]) -> None:
+        """A whole album, handed over by the collector outside any update handler: its errors are told here."""
+        parts = sorted(parts, key=lambda part: part.message_id)
+        try:
+            await self._photo_messages(parts)
+        except Exception as error:
+            await self._tell_error(error, parts[0], None)
 
-    async def _photo_messages(self, update: Update, photos: list[Message]) -> None:
+    async def _photo_messages(self, photos: list[Message]) -> None:
         caption = next((m.caption for m in photos if m.caption), "") or ""
         head = caption.split(maxsplit=1)
         command = head[0].split("@")[0].lower() if head else ""
         if command == "/face":
-            await self._face_words(update, caption.split()[1:], photos)
+            await self._face_words(photos[0], caption.split()[1:], photos)
             return
         if command == "/imagine":
             caption = head[1] if len(head) > 1 else ""
         elif command.startswith("/"):
             return  # another command's caption: not a render request
         if not caption.strip():
-            await self._answer(update, Reply(messages.PHOTO_NEEDS_CAPTION))
+            await self._answer(photos[0], Reply(messages.PHOTO_NEEDS_CAPTION))
             return
-        await self._imagine(update, photos[0], caption, photos)
+        await self._imagine(photos[0], caption, photos)
 
-    async def _imagine(self, update: Update, message: Message, text: str, photos: list[Message]) -> None:
-        actor = _actor(update)
+    async def _imagine(self, message: Message, text: str, photos: list[Message]) -> None:
         data = tuple([await self._download(m) for m in photos])
-        target = {"platform": "telegram", "chat_id": message.chat_id, "message_id": message.message_id}
+        target = TelegramTarget(message.chat_id, message.message_id)
         given = ImagineInput(
             event_id=f"tg:{message.chat_id}:{message.message_id}", text=text, photos=data, reply_target=target
         )
-        submitted = await self.service.imagine(actor, given)
+        submitted = await self.service.imagine.submit(_sender(message), given)
         if submitted.duplicate:
             return
         status = await self._send(message.chat_id, submitted.reply, message.message_id)
-        await self.service.attach_status(submitted.job_id, {**target, "status_id": status.message_id})
+        await self.service.imagine.attach_status(submitted.job_id, target.with_status(status.message_id))
 
     async def _download(self, message: Message) -> bytes:
         if message.photo:
@@ -291,45 +292,49 @@ class TelegramFrontEnd:
             raise
 
     async def _face(self, update: Update, context: Context) -> None:
-        message = update.effective_message
-        assert message is not None
+        message = _message(update)
         replied = message.reply_to_message
         photos = [replied] if replied is not None and (replied.photo or replied.document) else []
-        await self._face_words(update, list(context.args or []), photos)
+        await self._face_words(message, list(context.args or []), photos)
 
-    async def _face_words(self, update: Update, words: list[str], photos: list[Message]) -> None:
-        actor = _actor(update)
+    async def _face_words(self, message: Message, words: list[str], photos: list[Message]) -> None:
+        actor, faces = _sender(message), self.service.faces
         sub = words[0].lower() if words else ""
         name = words[1] if len(words) > 1 else ""
         if sub == "save" and name:
             data = tuple([await self._download(m) for m in photos])
-            reply = await self.service.face_save(actor, name, data)
+            reply = await faces.save(actor, name, data)
         elif sub == "list":
-            reply = await self.service.face_list(actor)
+            reply = await faces.show(actor)
         elif sub == "use" and name:
-            reply = await self.service.face_use(actor, name)
+            reply = await faces.use(actor, name)
         elif sub == "delete" and name:
-            reply = await self.service.face_delete(actor, name)
+            reply = await faces.delete(actor, name)
         elif sub == "delete-all":
-            reply = await self.service.face_delete(actor, None)
+            reply = await faces.delete(actor, None)
         else:
             reply = Reply(messages.FACE_USAGE)
-        await self._answer(update, reply)
+        await self._answer(message, reply)
 
     async def _history(self, update: Update, context: Context) -> None:
-        await self._answer(update, await self.service.history(_actor(update)))
+        message = _message(update)
+        await self._answer(message, await self.service.account.history(_sender(message)))
 
     async def _quota(self, update: Update, context: Context) -> None:
-        await self._answer(update, await self.service.quota(_actor(update)))
+        message = _message(update)
+        await self._answer(message, await self.service.account.quota(_sender(message)))
 
     async def _cancel(self, update: Update, context: Context) -> None:
-        await self._answer(update, await self.service.cancel(_actor(update)))
+        message = _message(update)
+        await self._answer(message, await self.service.imagine.cancel(_sender(message)))
 
     async def _forget(self, update: Update, context: Context) -> None:
-        await self._answer(update, self.service.forget(_actor(update)))
+        message = _message(update)
+        await self._answer(message, self.service.account.forget(_sender(message)))
 
     async def _admin(self, update: Update, context: Context) -> None:
-        actor = _actor(update)
+        message = _message(update)
+        actor = _sender(message)
         args = list(context.args or [])
         admin = self.service.admin
         sub = args[0].lower() if args else ""
@@ -351,7 +356,7 @@ class TelegramFrontEnd:
             case _:
                 admin.require(actor)
                 text = messages.ADMIN_USAGE
-        await self._answer(update, Reply(text))
+        await self._answer(message, Reply(text))
 
     # --- buttons ----------------------------------------------------------------------------------
 
@@ -364,43 +369,61 @@ class TelegramFrontEnd:
             await query.answer(messages.BUTTON_EXPIRED)
             return
         action, argument = parsed
-        actor = _actor(update)
+        actor = _actor(query.from_user, message.chat)
         if action in (Action.REROLL, Action.VARY):
             await query.answer()
-            target = {"platform": "telegram", "chat_id": message.chat_id, "message_id": message.message_id}
-            submitted = await self.service.rerun(actor, f"tg:cb:{query.id}", action, argument, target)
+            target = TelegramTarget(message.chat_id, message.message_id)
+            submitted = await self.service.imagine.rerun(actor, f"tg:cb:{query.id}", action, argument, target)
             if not submitted.duplicate:
                 status = await self._send(message.chat_id, submitted.reply, message.message_id)
-                await self.service.attach_status(submitted.job_id, {**target, "status_id": status.message_id})
+                await self.service.imagine.attach_status(submitted.job_id, target.with_status(status.message_id))
         elif action is Action.CANCEL:
-            reply = await self.service.cancel(actor, argument)
+            reply = await self.service.imagine.cancel(actor, argument)
             await query.answer(reply.text)
         elif action is Action.HISTORY:
             await query.answer()
-            reply = await self.service.history(actor, int(argument or 0))
+            reply = await self.service.account.history(actor, int(argument or 0))
             await message.edit_text(reply.text, reply_markup=_keyboard(reply.buttons))
         elif action is Action.FORGET:
             await query.answer()
-            reply = await self.service.forget_confirmed(actor, argument == "yes")
+            reply = await self.service.account.forget_confirmed(actor, argument == "yes")
             await message.edit_text(reply.text)
 
     # --- errors -----------------------------------------------------------------------------------
 
     async def _error(self, update: object, context: Context) -> None:
+        """The error handler for everything an update handler raises."""
         error = context.error
-        query = update.callback_query if isinstance(update, Update) else None
+        if not isinstance(update, Update):
+            log.error("update handling failed", exc_info=error)
+            return
+        if error is None:
+            return
+        await self._tell_error(error, update.effective_message, update.callback_query, update.update_id)
+
+    async def _tell_error(
+        self,
+        error: BaseException,
+        message: Message | None,
+        query: CallbackQuery | None,
+        update_id: int | None = None,
+    ) -> None:
+        """A UserError's message, or a generic apology with the cause logged; as an alert for a button."""
         if isinstance(error, UserError):
             text = error.message
         else:
-            update_id = update.update_id if isinstance(update, Update) else None
             log.error("update %s failed", update_id, exc_info=error)
             text = messages.INTERNAL_ERROR
-        if not isinstance(update, Update):
-            return
         try:
             if query is not None:
                 await query.answer(text[:200], show_alert=True)
-            elif update.effective_message is not None:
-                await self._answer(update, Reply(text))
+            elif message is not None:
+                await self._answer(message, Reply(text))
         except TelegramError:
             log.warning("could not tell the user about an error", exc_info=True)
+
+
+def _message(update: Update) -> Message:
+    message = update.effective_message
+    assert message is not None
+    return message

@@ -19,7 +19,7 @@ import bot.discord.frontend
 from bot.settings import Settings
 from bot.wiring.engine import EngineParts, open_engine
 from bot.wiring.service import serve
-from storage import jobs, quota
+from storage import jobs, users
 from storage import tables as t
 from storage.models import Job, User
 from tests.fakes.discord import FakeDiscord, FakeUser
@@ -107,7 +107,7 @@ class Stack:
         return await asyncio.wait_for(until(), timeout)
 
     async def user(self, who: FakeUser) -> User:
-        found = await self.db.read(quota.find_user, platform="discord", platform_user_id=str(who.id))
+        found = await self.db.read(users.find_user, platform="discord", platform_user_id=str(who.id))
         assert found is not None, who.username
         return found
 

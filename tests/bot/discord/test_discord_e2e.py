@@ -14,11 +14,11 @@ from bot.discord.frontend import DiscordStartError
 from bot.discord.sync import sync_commands
 from bot.intake import MAX_BYTES
 from bot.service.actors import Actor
-from bot.service.core import LikenessService
+from bot.service.account import Account
 from bot.service.replies import Reply
 from bot.settings import Settings
 from engine.request import size_for_aspect
-from storage import jobs, quota
+from storage import jobs, users
 from tests.fakes.discord import CHANNEL_MESSAGE, EPHEMERAL, InteractionRecord, SentMessage, Upload
 from tests.fakes.fal import FalOutcome, FalScript
 from tests.fakes.telegram import FakeTelegram
@@ -225,7 +225,7 @@ async def test_a_bad_attachment_gets_a_private_reply_and_costs_nothing(
         assert int(callback.data.get("flags") or 0) & EPHEMERAL
         assert await stack.db.read(jobs.get, job_id=f"dc:{ix.id}") is None
         assert not stack.fal.jobs
-        user = await stack.db.read(quota.find_user, platform="discord", platform_user_id=str(fake.alice.id))
+        user = await stack.db.read(users.find_user, platform="discord", platform_user_id=str(fake.alice.id))
         assert user is None or (user.credits, user.reserved) == (stack.settings.credits.new_user, 0)
 
 
@@ -337,10 +337,10 @@ async def test_an_unexpected_error_is_logged_and_the_user_gets_a_short_private_a
 ) -> None:
     fake = stack.discord
 
-    async def broken(self: LikenessService, actor: Actor) -> Reply:
+    async def broken(self: Account, actor: Actor) -> Reply:
         raise RuntimeError("database on fire")
 
-    monkeypatch.setattr(LikenessService, "quota", broken)
+    monkeypatch.setattr(Account, "quota", broken)
     async with stack.serving():
         ix = await fake.slash(fake.alice, fake.general, "quota")
         await fake.wait_for(lambda: ix.original is not None and ix.original.content == messages.INTERNAL_ERROR)

@@ -15,7 +15,7 @@ from PIL import Image
 from bot.settings import Settings
 from bot.wiring.engine import EngineParts, open_engine
 from bot.wiring.service import serve
-from storage import jobs, quota
+from storage import jobs, users
 from storage.models import Job, User
 from tests.fakes import fal
 from tests.fakes.fal import FakeFal, FalScript
@@ -110,7 +110,7 @@ class Stack:
 
     async def user_row(self, user: TgUser) -> User | None:
         assert self.runtime is not None
-        return await self.runtime.db.read(quota.find_user, platform="telegram", platform_user_id=str(user.id))
+        return await self.runtime.db.read(users.find_user, platform="telegram", platform_user_id=str(user.id))
 
     async def job(self, job_id: str) -> Job | None:
         assert self.runtime is not None

@@ -1,0 +1,199 @@
+"""Rendering for chat users: imagine, reroll or vary a job, cancel it, and remember its status message."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from bot import messages
+from bot.errors import UserError
+from bot.intake import MAX_PHOTOS, normalized
+from bot.service.actors import Actor
+from bot.service.options import parse_prompt
+from bot.service.replies import Action, Button, Reply, ReplyTarget, Submitted
+from bot.service.users import Users
+from bot.settings import Settings
+from engine.capabilities import Range
+from engine.request import GenerationRequest
+from engine.routing import Router
+from storage import delivery, history, identities, jobs
+from storage.blobs import BlobStore
+from storage.db import Database
+from storage.errors import DuplicateJob, QuotaRefused
+from storage.models import Job, User
+from storage.states import JobState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ImagineInput:
+    event_id: str  # the chat event's id: the job's idempotency key
+    text: str  # the prompt, possibly with --options
+    reply_target: ReplyTarget
+    photos: tuple[bytes, ...] = ()
+    face: str | None = None  # a saved identity by name; None: the photos, else the default identity
+    params: dict[str, Any] = field(default_factory=dict)  # options given as structured fields
+
+
+class Imagine:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        blobs: BlobStore,
+        router: Router,
+        users: Users,
+        settings: Settings,
+        notify: Callable[[], None] = lambda: None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.db, self.blobs, self.router, self.users = db, blobs, router, users
+        self.settings, self.notify, self.clock = settings, notify, clock
+
+    async def submit(self, actor: Actor, given: ImagineInput) -> Submitted:
+        """Queue a render of the prompt with the given photos, a saved face or the default one."""
+        await self.users.check_open(actor)
+        existing = await self.db.read(jobs.get, job_id=given.event_id)
+        if existing is not None:  # the platform delivered this event twice
+            return await self._status(existing, duplicate=True)
+        prompt, params = parse_prompt(given.text)
+        params.update({k: v for k, v in given.params.items() if v is not None})
+        user = await self.users.of(actor)
+        face_keys = await self._faces(user, given)
+        faces = tuple([await self.blobs.get(key) for key in face_keys])
+        try:
+            request = GenerationRequest(prompt=prompt, faces=faces, **params)
+        except TypeError:
+            raise UserError(messages.EMPTY_PROMPT) from None
+        return await self._submit(user, given.event_id, request, face_keys, given.reply_target, kind="imagine")
+
+    async def rerun(
+        self, actor: Actor, event_id: str, action: Action, parent_id: str, reply_target: ReplyTarget
+    ) -> Submitted:
+        """Reroll (a new seed) or vary (a nudged seed and id weight) a job of this user."""
+        await self.users.check_open(actor)
+        existing = await self.db.read(jobs.get, job_id=event_id)
+        if existing is not None:
+            return await self._status(existing, duplicate=True)
+        user = await self.users.of(actor)
+        parent = await self._own_job(user, parent_id)
+        faces = tuple([await self.blobs.get(key) for key in parent.face_keys])
+        request = GenerationRequest.from_params(parent.params, faces)
+        if action is Action.REROLL:
+            request = replace(request, seed=random.randrange(2**31))
+        else:
+            base_seed = int(parent.seed) if parent.seed and parent.seed.isdigit() else random.randrange(2**31)
+            request = replace(
+                request, seed=(base_seed + random.randrange(1, 1000)) % 2**31, id_weight=self._nudged(request)
+            )
+        return await self._submit(
+            user, event_id, request, list(parent.face_keys), reply_target, kind=str(action), parent_id=parent.id
+        )
+
+    async def cancel(self, actor: Actor, job_id: str | None = None) -> Reply:
+        """Cancel the given job of this user, or their latest unfinished one."""
+        user = await self.users.of(actor)
+        if job_id is None:
+            job = await self.db.read(history.latest_unfinished, user_id=user.id or 0)
+            if job is None:
+                return Reply(messages.NOTHING_TO_CANCEL)
+            job_id = job.id
+        else:
+            await self._own_job(user, job_id)
+        outcome = await self.db.write(jobs.cancel, job_id=job_id, now=self.clock())
+        return Reply(messages.cancel_outcome(outcome.value))
+
+    async def attach_status(self, job_id: str, reply_target: ReplyTarget) -> None:
+        """Remember the status message a front end posted, so any process can edit it later."""
+        await self.db.write(
+            delivery.set_reply_target, job_id=job_id, reply_target=reply_target.to_json(), now=self.clock()
+        )
+
+    async def _faces(self, user: User, given: ImagineInput) -> list[str]:
+        if given.photos:
+            if len(given.photos) > MAX_PHOTOS:
+                raise UserError(messages.TOO_MANY_PHOTOS.format(limit=MAX_PHOTOS))
+            return [await self.blobs.put(await normalized(photo)) for photo in given.photos]
+        identity = await self.db.read(identities.find, user_id=user.id or 0, name=given.face)
+        if identity is None:
+            raise UserError(messages.NO_SUCH_FACE.format(name=given.face) if given.face else messages.NO_FACE_YET)
+        return list(identity.photo_keys)
+
+    async def _submit(
+        self,
+        user: User,
+        job_id: str,
+        request: GenerationRequest,
+        face_keys: list[str],
+        reply_target: ReplyTarget,
+        *,
+        kind: str,
+        parent_id: str | None = None,
+    ) -> Submitted:
+        refusal = self.router.refusal(request)
+        if refusal is not None:
+            if refusal.problems:
+                raise UserError(messages.no_backend(refusal.problems))
+            log.error("no backend available: %s", "; ".join(refusal.unavailable))
+            raise UserError(messages.NO_BACKEND_UP)
+        cost = self.settings.credits.per_image * request.num_images
+        try:
+            await self.db.write(
+                jobs.submit,
+                job=jobs.NewJob(
+                    id=job_id,
+                    user_id=user.id or 0,
+                    params=request.to_params(),
+                    cost=cost,
+                    face_keys=face_keys,
+                    route=list(self.router.route),
+                    reply_target=reply_target.to_json(),
+                    kind=kind,
+                    parent_id=parent_id,
+                    deadline_s=self.settings.queue.job_deadline_s,
+                ),
+                now=self.clock(),
+                daily_jobs_default=self.settings.credits.daily_jobs,
+            )
+        except QuotaRefused as refused:
+            raise UserError(messages.refusal(refused)) from None
+        except DuplicateJob:
+            existing = await self.db.read(jobs.get, job_id=job_id)
+            assert existing is not None
+            return await self._status(existing, duplicate=True)
+        log.info("job queued kind=%s cost=%d", kind, cost, extra={"job_id": job_id})
+        self.notify()
+        job = await self.db.read(jobs.get, job_id=job_id)
+        assert job is not None
+        return await self._status(job)
+
+    async def _status(self, job: Job, *, duplicate: bool = False) -> Submitted:
+        position = await self.db.read(jobs.queue_position, job_id=job.id)
+        text = messages.queued(position) if job.state == JobState.QUEUED else messages.STARTED
+        buttons = (Button("Cancel", Action.CANCEL, job.id),) if not JobState(job.state).terminal else ()
+        return Submitted(job.id, Reply(text, buttons), duplicate)
+
+    def _nudged(self, request: GenerationRequest) -> float | None:
+        """An id weight a little off the one used, kept inside what the preferred backend allows."""
+        candidates = self.router.candidates(request)
+        if not candidates:
+            return request.id_weight
+        limit = candidates[0].capabilities.limits.get("id_weight")
+        if not isinstance(limit, Range):
+            return request.id_weight
+        current = request.id_weight if request.id_weight is not None else float(limit.default or limit.low)
+        nudged = current + random.choice((-0.1, 0.1))
+        return round(min(limit.high, max(limit.low, nudged)), 2)
+
+    async def _own_job(self, user: User, job_id: str) -> Job:
+        job = await self.db.read(jobs.get, job_id=job_id)
+        if job is None or job.user_id != user.id:
+            raise UserError(messages.NOT_YOUR_JOB)
+        if job.expired:
+            raise UserError(messages.JOB_EXPIRED)
+        return job

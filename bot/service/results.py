@@ -1,0 +1,89 @@
+"""Finished jobs on their way to the user: what to deliver, where, and whether it arrived."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot import messages
+from bot.service.replies import Action, Button, Reply, ReplyImage
+from storage import delivery, jobs
+from storage.blobs import BlobStore
+from storage.db import Database
+from storage.models import Job
+from storage.states import DeliveryState, JobState
+
+EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}
+
+
+def extension(content_type: str) -> str:
+    return EXTENSIONS.get(content_type, "img")
+
+
+@dataclass(frozen=True)
+class JobTarget:
+    """A job's reply target as stored: JSON that the front end named by its "platform" key reads back."""
+
+    job_id: str
+    data: Mapping[str, Any] = field(repr=False)
+
+    @property
+    def platform(self) -> str:
+        return str(self.data.get("platform", ""))
+
+
+class Results:
+    def __init__(self, *, db: Database, blobs: BlobStore, clock: Callable[[], float] = time.time) -> None:
+        self.db, self.blobs, self.clock = db, blobs, clock
+
+    async def pending(self, platforms: Sequence[str], limit: int = 100) -> list[JobTarget]:
+        """Finished jobs of these platforms' users whose result still has to be delivered, oldest first."""
+        found = await self.db.read(delivery.pending_deliveries, platforms=list(platforms), limit=limit)
+        return [JobTarget(job.id, job.reply_target) for job in found]
+
+    async def reply(self, job_id: str) -> Reply | None:
+        """What to deliver for a finished job; None if the job is gone (its user asked to forget it)."""
+        job = await self.db.read(jobs.get, job_id=job_id)
+        return None if job is None else await self._reply(job)
+
+    async def delivered(self, job_id: str, path: str) -> None:
+        await self._mark(job_id, DeliveryState.DELIVERED, path)
+
+    async def undeliverable(self, job_id: str) -> None:
+        await self._mark(job_id, DeliveryState.UNDELIVERABLE, None)
+
+    async def failed_attempt(self, job_id: str) -> int:
+        """Count a delivery that failed for a reason that may pass; returns the attempts so far."""
+        return await self.db.write(delivery.count_delivery_attempt, job_id=job_id, now=self.clock())
+
+    async def progress_target(self, job_id: str) -> JobTarget | None:
+        """Where to show a running job's progress; None once it finished (the result replaces the status)."""
+        job = await self.db.read(jobs.get, job_id=job_id)
+        if job is None or job.delivery_state != DeliveryState.NONE:
+            return None
+        return JobTarget(job.id, job.reply_target)
+
+    async def _mark(self, job_id: str, state: DeliveryState, path: str | None) -> None:
+        await self.db.write(delivery.mark_delivery, job_id=job_id, state=state, path=path, now=self.clock())
+
+    async def _reply(self, job: Job) -> Reply:
+        if job.state == JobState.SUCCEEDED:
+            images = []
+            for image in await self.db.read(jobs.images_of, job_id=job.id):
+                images.append(
+                    ReplyImage(
+                        await self.blobs.get(image.blob_key),
+                        image.content_type,
+                        image.width,
+                        image.height,
+                        image.nsfw,
+                        f"likeness-{image.index + 1}.{extension(image.content_type)}",
+                    )
+                )
+            buttons = (Button("🎲 Reroll", Action.REROLL, job.id), Button("✨ Vary", Action.VARY, job.id))
+            return Reply(messages.result_caption(job), buttons, tuple(images))
+        if job.state == JobState.CANCELLED:
+            return Reply(messages.CANCELLED_REFUNDED)
+        return Reply(messages.failure(job.error or "", job.cost))

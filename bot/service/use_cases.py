@@ -1,0 +1,47 @@
+"""Every use case a front end offers, wired once over one store: what the front ends hold and call."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from bot.service.account import Account
+from bot.service.admin import AdminService
+from bot.service.faces import Faces
+from bot.service.imagine import Imagine
+from bot.service.results import Results
+from bot.service.users import Users
+from bot.settings import Settings
+from engine.routing import Router
+from storage.blobs import BlobStore
+from storage.db import Database
+
+
+class LikenessService:
+    """``imagine`` (render, reroll, vary, cancel), ``faces``, ``account`` (help, history, quota, forget),
+    ``admin`` and ``results`` (what finished jobs deliver)."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        blobs: BlobStore,
+        router: Router,
+        settings: Settings,
+        notify: Callable[[], None] = lambda: None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.users = Users(db, welcome_credits=settings.credits.new_user, clock=clock)
+        self.imagine = Imagine(
+            db=db, blobs=blobs, router=router, users=self.users, settings=settings, notify=notify, clock=clock
+        )
+        self.faces = Faces(db=db, blobs=blobs, users=self.users, max_identities=settings.max_identities, clock=clock)
+        self.account = Account(db=db, blobs=blobs, users=self.users, credits=settings.credits, clock=clock)
+        self.admin = AdminService(
+            db,
+            admins=settings.admins,
+            admin_role=settings.discord.admin_role,
+            welcome_credits=settings.credits.new_user,
+            clock=clock,
+        )
+        self.results = Results(db=db, blobs=blobs, clock=clock)

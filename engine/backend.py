@@ -52,7 +52,8 @@ class Progress(Protocol):
 
     @property
     def resume(self) -> ProviderRef | None:
-        """A request an earlier attempt already submitted: poll it instead of submitting again."""
+        """A request already submitted for this job on this backend (by an earlier try or an earlier
+        attempt): poll it instead of submitting again."""
 
     @property
     def abandoned(self) -> bool:
@@ -61,7 +62,8 @@ class Progress(Protocol):
         the request at the provider."""
 
     async def submitted(self, ref: ProviderRef) -> None:
-        """Persist the provider's request id; must be awaited before waiting on the provider."""
+        """Record the provider's request id, in the database and for this process's later tries; must be
+        awaited before waiting on the provider."""
 
     async def update(self, stage: Stage, *, queue_position: int | None = None, fraction: float | None = None) -> None:
         """Report the backend's queue position or rendering progress (latest value wins)."""

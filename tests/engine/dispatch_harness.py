@@ -17,7 +17,7 @@ import aiohttp
 from pydantic import SecretStr
 
 from engine.backend import Backend
-from engine.clock import SystemClock
+from engine.clock import Clock, SystemClock
 from engine.dispatch import Dispatcher
 from engine.events import JobProgress, ProgressHub
 from engine.providers.client import Timeouts
@@ -61,7 +61,7 @@ class Harness:
     fal: FakeFal
     replicate: FakeReplicate
     http: aiohttp.ClientSession
-    clock: ManualClock = field(default_factory=ManualClock)
+    clock: Clock = field(default_factory=ManualClock)  # SYSTEM_CLOCK for the tests that need real time
     hub: ProgressHub = field(default_factory=ProgressHub)
     backoffs: list[float] = field(default_factory=list)  # the waits ``drain`` moved the clock over
     events: list[JobProgress] = field(default_factory=list)
@@ -93,7 +93,8 @@ class Harness:
             )
         dispatch_settings = DispatchSettings(**settings)  # type: ignore[arg-type]
         breakers = Dispatcher.breakers_for(list(backends), dispatch_settings, clock=self.clock)
-        self.clock.fixed_jitter = 1.0  # backoffs at the top of each step: 1, 2, 4 s with the default base
+        if isinstance(self.clock, ManualClock):
+            self.clock.fixed_jitter = 1.0  # backoffs at the top of each step: 1, 2, 4 s with the default base
         return Dispatcher(
             self.db,
             self.blobs,
@@ -107,18 +108,19 @@ class Harness:
 
     async def drain(self, dispatcher: Dispatcher, *, within_s: float = 20.0) -> None:
         """``dispatcher.drain()``, moving the clock over each wait but the heartbeats' as soon as it starts."""
+        clock = self._manual()
         heartbeat_s = dispatcher.queue.heartbeat_s
         draining = asyncio.ensure_future(dispatcher.drain())
         try:
             async with asyncio.timeout(within_s):
                 while not draining.done():
-                    waits = [(left, asked) for left, asked in self.clock.parked() if asked != heartbeat_s]
+                    waits = [(left, asked) for left, asked in clock.parked() if asked != heartbeat_s]
                     if waits:
                         left, asked = waits[0]
                         self.backoffs.append(asked)
-                        self.clock.advance(left)
+                        clock.advance(left)
                         continue
-                    parked = asyncio.ensure_future(self.clock.changed())
+                    parked = asyncio.ensure_future(clock.changed())
                     await asyncio.wait({draining, parked}, return_when=asyncio.FIRST_COMPLETED)
                     parked.cancel()
         finally:
@@ -129,11 +131,16 @@ class Harness:
 
     async def beat(self, dispatcher: Dispatcher, *, within_s: float = 5.0) -> None:
         """Let one heartbeat of each running job come due (after waiting for one to be parked)."""
+        clock = self._manual()
         heartbeat_s = dispatcher.queue.heartbeat_s
         async with asyncio.timeout(within_s):
-            while not any(asked == heartbeat_s for _, asked in self.clock.parked()):
-                await self.clock.changed()
-        self.clock.advance(heartbeat_s)
+            while not any(asked == heartbeat_s for _, asked in clock.parked()):
+                await clock.changed()
+        clock.advance(heartbeat_s)
+
+    def _manual(self) -> ManualClock:
+        assert isinstance(self.clock, ManualClock), "on real time, drive the dispatcher itself"
+        return self.clock
 
     async def submit(
         self,
@@ -169,9 +176,9 @@ class Harness:
 
 
 @asynccontextmanager
-async def harness(db: Database, tmp_path: Path) -> AsyncIterator[Harness]:
+async def harness(db: Database, tmp_path: Path, *, clock: Clock | None = None) -> AsyncIterator[Harness]:
     async with AsyncExitStack() as stack:
         fake_fal = await stack.enter_async_context(start_fal())
         fake_replicate = await stack.enter_async_context(start_replicate())
         http = await stack.enter_async_context(aiohttp.ClientSession())
-        yield Harness(db, LocalBlobStore(tmp_path / "blobs"), fake_fal, fake_replicate, http)
+        yield Harness(db, LocalBlobStore(tmp_path / "blobs"), fake_fal, fake_replicate, http, clock or ManualClock())

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.clock import SYSTEM_CLOCK
 from engine.errors import FailureKind, ProviderFailedError, TransientError
 from engine.gate import BreakerState
 from storage import jobs
@@ -339,3 +340,19 @@ async def test_a_crash_inside_a_backend_fails_the_job_as_internal(db: Database, 
         assert job.state == JobState.FAILED and job.error == "internal" and job.error_detail == "KeyError"
         assert await credits_of(db, user) == (3, 0)
         assert await drift(db) == []
+
+
+async def test_on_the_real_clock_heartbeats_keep_the_lease_and_carry_the_cancel(db: Database, tmp_path: Path) -> None:
+    async with harness(db, tmp_path, clock=SYSTEM_CLOCK) as h:
+        user = await new_user(db, credits=2)
+        h.fal.script = FalScript(outcome=FalOutcome.STUCK)
+        await h.submit("j1", user)
+        draining = asyncio.create_task(h.dispatcher(["fal-flux-pulid"], lease_s=1.0, heartbeat_s=0.05).drain())
+        await wait_until(lambda: bool(h.fal.requests("status")))
+        await asyncio.sleep(1.5)  # longer than the lease: only heartbeats keep it
+        assert await db.write(jobs.expire_leases, now=time.time()) == []
+        assert await db.write(jobs.cancel, job_id="j1", now=time.time()) == jobs.CancelOutcome.REQUESTED
+        await asyncio.wait_for(draining, 10)
+        assert (await h.job("j1")).state == JobState.CANCELLED
+        assert len(h.fal.requests("cancel")) == 1
+        assert await credits_of(db, user) == (2, 0)

@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 
 
 class Dispatcher:
+    """Claims jobs while this process has room and runs each under a heartbeat: ``run`` in a service,
+    ``drain`` for one batch. Every wait and every timestamp comes from ``clock``."""
+
     def __init__(
         self,
         db: Database,
@@ -64,6 +67,7 @@ class Dispatcher:
     def breakers_for(
         names: list[str], settings: DispatchSettings, *, clock: Clock = SYSTEM_CLOCK
     ) -> dict[str, CircuitBreaker]:
+        """One circuit per backend, for the router (which skips open ones) and the gates (which trip them)."""
         return {name: CircuitBreaker(settings.breaker_threshold, settings.breaker_cooldown_s, clock) for name in names}
 
     def notify(self) -> None:

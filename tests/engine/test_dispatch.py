@@ -1,4 +1,4 @@
-"""The dispatcher against fake providers over a real store: retries, failover, resume, cancel, cost."""
+"""The dispatcher over a real store: retries, failover, resume, cancel, deadlines, cost."""
 
 from __future__ import annotations
 

@@ -7,26 +7,30 @@ their option ranges from it, so a backend is declared once.
 from __future__ import annotations
 
 from types import MappingProxyType
+from typing import Any
 
 from engine.capabilities import Capabilities
 from engine.local.backend import CAPABILITIES as LOCAL_CAPABILITIES
-from engine.providers.fal import FLUX_PULID_CAPABILITIES, PULID_CAPABILITIES
+from engine.providers.fal import FalFluxPulidBackend, FalPulidBackend
+from engine.providers.remote import RemoteBackend
 from engine.providers.replicate import ReplicateFluxPulidBackend
 from engine.providers.segmind import SegmindFluxPulidBackend
 from engine.providers.wavespeed import WaveSpeedFluxPulidBackend
 
 LOCAL = "local"
 
-# Name -> documented capabilities; the order is the default route preference (providers, then local).
+# The provider backends, in default route preference; the local engine comes after them.
+PROVIDER_CLASSES: tuple[type[RemoteBackend[Any, Any]], ...] = (
+    FalFluxPulidBackend,
+    FalPulidBackend,
+    ReplicateFluxPulidBackend,
+    WaveSpeedFluxPulidBackend,
+    SegmindFluxPulidBackend,
+)
+
+# Name -> documented capabilities, in default route order.
 CAPABILITIES: MappingProxyType[str, Capabilities] = MappingProxyType(
-    {
-        "fal-flux-pulid": FLUX_PULID_CAPABILITIES,
-        "fal-pulid": PULID_CAPABILITIES,
-        "replicate-flux-pulid": ReplicateFluxPulidBackend.capabilities,
-        "wavespeed-flux-pulid": WaveSpeedFluxPulidBackend.capabilities,
-        "segmind-flux-pulid": SegmindFluxPulidBackend.capabilities,
-        LOCAL: LOCAL_CAPABILITIES,
-    }
+    {**{backend.name: backend.capabilities for backend in PROVIDER_CLASSES}, LOCAL: LOCAL_CAPABILITIES}
 )
 
 BACKEND_NAMES: tuple[str, ...] = tuple(CAPABILITIES)

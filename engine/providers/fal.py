@@ -2,33 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-import aiohttp
 from pydantic import BaseModel
 
-from engine.backend import GenerationResult, OutputImage, Progress, ProviderRef, Stage
+from engine.backend import GenerationResult, OutputImage, ProviderRef, Stage
 from engine.capabilities import Capabilities, Choice, Range, Text
-from engine.errors import AuthError, InvalidInputError, ProtocolError, ProviderFailedError
-from engine.providers.http import (
-    MalformedReplyError,
-    PollSchedule,
-    Provider,
-    ProviderHttp,
-    Reply,
-    RetryPolicy,
-    Timeouts,
-    Timing,
-    WaitExceededError,
-    data_uri,
-    job_failure,
-    model_or_protocol,
-    poll_until,
-)
-from engine.providers.settings import FalSettings, reveal
+from engine.errors import BackendError, OutOfCreditError, ProtocolError, ProviderFailedError
+from engine.providers.client import Reply
+from engine.providers.failures import HttpFailure, MalformedReplyError, job_failure, model_or_protocol
+from engine.providers.images import data_uri
+from engine.providers.remote import Pending, PollSchedule, RemoteBackend, Vendor, seed_text
+from engine.providers.settings import FalSettings
 from engine.request import GenerationRequest
 
 log = logging.getLogger(__name__)
@@ -72,10 +60,27 @@ PULID_CAPABILITIES = Capabilities(
 )
 
 
+def _fal_rules(failure: HttpFailure) -> BackendError | None:
+    """fal's own signals: a locked account, and 5xx answers fal itself marks as not worth retrying."""
+    if failure.status == 403 and "locked" in failure.message.lower():
+        return OutOfCreditError(failure.text)
+    if failure.status >= 500 and failure.headers.get("X-Fal-Retryable", "").lower() == "false":
+        return ProviderFailedError(failure.text)
+    if failure.status == 504 and failure.headers.get("X-Fal-Request-Timeout-Type"):
+        return ProviderFailedError(failure.text)  # a deadline we set fired: retrying cannot help
+    return None
+
+
+FAL = Vendor(label="fal", title="fal.ai", key_setting="LIKENESS_FAL__KEY", auth_scheme="Key", rules=_fal_rules)
+
+
 class QueueStatus(StrEnum):
     IN_QUEUE = "IN_QUEUE"
     IN_PROGRESS = "IN_PROGRESS"
     COMPLETED = "COMPLETED"
+
+
+_STAGES: dict[str, Stage] = {QueueStatus.IN_QUEUE: Stage.QUEUED, QueueStatus.IN_PROGRESS: Stage.RUNNING}
 
 
 class _Submitted(BaseModel):
@@ -105,102 +110,33 @@ class _Result(BaseModel):
     has_nsfw_concepts: list[bool] | None = None  # not documented for every fal model
 
 
-class FalQueueBackend:
-    """Common queue protocol: submit, follow the returned status URL, fetch the result, cancel."""
+@dataclass(frozen=True)
+class Finished:
+    """A completed request's result and the answer that carried it (its headers hold the billed units)."""
 
-    name: str
-    capabilities: Capabilities
+    reply: Reply
+    result: _Result
+
+
+class FalQueueBackend(RemoteBackend[FalSettings, Finished]):
+    """fal's queue protocol: submit, follow the returned status URL, fetch the result, cancel."""
+
+    vendor = FAL
+    poll_schedule = PollSchedule(first_s=1.0, factor=1.2, max_s=5.0)
     app: str
 
-    def __init__(
-        self,
-        session: aiohttp.ClientSession,
-        settings: FalSettings,
-        *,
-        timing: Timing | None = None,
-        retry: RetryPolicy | None = None,
-        timeouts: Timeouts | None = None,
-        schedule: PollSchedule | None = None,
-    ) -> None:
-        self.settings = settings
-        key = reveal(settings.key)
-        self._http = ProviderHttp(
-            session,
-            Provider.FAL,
-            auth={"Authorization": f"Key {key}"},
-            secrets=[key],
-            timing=timing,
-            retry=retry,
-            timeouts=timeouts,
-        )
-        self.schedule = schedule or PollSchedule(first_s=1.0, factor=1.2, max_s=5.0)
-
-    def unavailable_reason(self) -> str | None:
-        if self.settings.key is None:
-            return "no fal.ai key configured (LIKENESS_FAL__KEY)"
-        return None
-
-    def arguments(self, request: GenerationRequest) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def _value(self, request: GenerationRequest, name: str) -> Any:
-        value = getattr(request, name)
-        return self.capabilities.default(name) if value is None else value
-
     def _image_size(self, request: GenerationRequest) -> dict[str, int]:
-        return {"width": int(self._value(request, "width")), "height": int(self._value(request, "height"))}
+        return {"width": int(self.value(request, "width")), "height": int(self.value(request, "height"))}
 
-    async def generate(self, request: GenerationRequest, progress: Progress) -> GenerationResult:
-        reason = self.unavailable_reason()
-        if reason is not None:
-            raise AuthError(reason)
-        ref = progress.resume
-        if ref is None:
-            ref = await self._submit(request)
-            try:
-                await progress.submitted(ref)
-            except asyncio.CancelledError:
-                if not progress.abandoned:
-                    await self._cancel(ref)
-                raise
-        elif ref.backend != self.name:
-            raise ProviderFailedError(f"{self.name} cannot resume a {ref.backend} request")
-        try:
-            return await self._wait(ref, request, progress)
-        except asyncio.CancelledError:
-            if not progress.abandoned:
-                await self._cancel(ref)
-            raise
-        except WaitExceededError:
-            await self._cancel(ref)
-            raise
+    async def submit(self, arguments: dict[str, Any]) -> ProviderRef:
+        reply = await self.http.submit(f"{self.settings.base_url}/{self.app}", json_body=arguments)
+        submitted = model_or_protocol(_Submitted.model_validate, reply.json(), "fal submit")
+        urls = {"status": submitted.status_url, "response": submitted.response_url, "cancel": submitted.cancel_url}
+        return ProviderRef(backend=self.name, request_id=submitted.request_id, urls=urls)
 
-    async def _submit(self, request: GenerationRequest) -> ProviderRef:
-        if not request.faces:
-            raise InvalidInputError("no face photo given")
-        url = f"{self.settings.base_url}/{self.app}"
-        reply = await self._http.submit(url, json_body=self.arguments(request))
-        try:
-            submitted = model_or_protocol(_Submitted.model_validate, reply.json(), "fal submit")
-        except MalformedReplyError as exc:
-            # The job was accepted but we cannot follow it: never submit again.
-            raise ProtocolError(f"{exc.detail}; the job was accepted and may be billed") from None
-        log.info("%s submitted request %s", self.name, submitted.request_id)
-        return ProviderRef(
-            backend=self.name,
-            request_id=submitted.request_id,
-            urls={
-                "status": submitted.status_url,
-                "response": submitted.response_url,
-                "cancel": submitted.cancel_url,
-            },
-        )
-
-    async def _cancel(self, ref: ProviderRef) -> None:
+    def cancel_call(self, ref: ProviderRef) -> tuple[str, str] | None:
         url = ref.urls.get("cancel")
-        if url:
-            log.info("%s cancelling request %s", self.name, ref.request_id)
-            await self._http.cancel("PUT", url)
+        return ("PUT", url) if url else None
 
     def _url(self, ref: ProviderRef, kind: str) -> str:
         url = ref.urls.get(kind)
@@ -208,55 +144,32 @@ class FalQueueBackend:
             raise ProtocolError(f"{self.name} request {ref.request_id} has no {kind} URL")
         return url
 
-    async def _wait(self, ref: ProviderRef, request: GenerationRequest, progress: Progress) -> GenerationResult:
-        status_url = self._url(ref, "status")
-        last: tuple[str, int | None] | None = None
-
-        async def step() -> _Status | None:
-            nonlocal last
-            payload = await self._http.get_json(status_url, what="status", check=_check_status)
-            status = _Status.model_validate(payload)
-            now = (status.status, status.queue_position)
-            if status.status == QueueStatus.COMPLETED:
-                return status
-            if now != last:
-                last = now
-                if status.status == QueueStatus.IN_QUEUE:
-                    await progress.update(Stage.QUEUED, queue_position=status.queue_position)
-                elif status.status == QueueStatus.IN_PROGRESS:
-                    await progress.update(Stage.RUNNING)
-                else:
-                    log.warning("%s request %s: unknown status %r", self.name, ref.request_id, status.status)
-            return None
-
-        final = await poll_until(step, schedule=self.schedule, timing=self._http.timing, what=self.name)
-        if final.error_type == "client_cancelled":
+    async def poll(self, ref: ProviderRef) -> Pending | Finished:
+        status = _Status.model_validate(
+            await self.http.get_json(self._url(ref, "status"), what="status", check=_check_status)
+        )
+        if status.status != QueueStatus.COMPLETED:
+            return Pending(status.status, _STAGES.get(status.status), status.queue_position)
+        if status.error_type == "client_cancelled":
             raise ProviderFailedError(f"{self.name} request {ref.request_id} was cancelled at the provider")
-        reply, result = await self._http.call("GET", self._url(ref, "response"), what="result", parse=_parse_result)
-        if final.error:
+        reply, result = await self.http.call("GET", self._url(ref, "response"), what="result", parse=_parse_result)
+        if status.error:
             # The result answered 2xx although the status carried an error: trust the status.
-            message = self._http.clean(final.error)
+            message = self.http.clean(status.error)
             raise job_failure(message, f"fal {self.app}: {message}")
-        return await self._collect(reply, result, request)
+        return Finished(reply, result)
 
-    async def _collect(self, reply: Reply, result: _Result, request: GenerationRequest) -> GenerationResult:
+    async def collect(self, done: Finished, request: GenerationRequest) -> GenerationResult:
+        result = done.result
         if not result.images:
             raise ProviderFailedError(f"fal {self.app}: the result holds no images")
-        flags = result.has_nsfw_concepts or []
-        images: list[OutputImage] = list(
-            await asyncio.gather(
-                *(
-                    self._http.fetch_output(image.url, nsfw=bool(flags[i]) if i < len(flags) else False)
-                    for i, image in enumerate(result.images)
-                )
-            )
-        )
+        images = await self.http.fetch_outputs([image.url for image in result.images], result.has_nsfw_concepts or [])
         if any(image.nsfw for image in images):
             log.info("%s: %d of %d images flagged NSFW", self.name, sum(i.nsfw for i in images), len(images))
         return GenerationResult(
-            images=tuple(images),
-            seed=str(result.seed) if result.seed is not None else _seed(request),
-            spend_usd=_spend(reply, images),
+            images=images,
+            seed=str(result.seed) if result.seed is not None else seed_text(request),
+            spend_usd=_spend(done.reply, images),
         )
 
 
@@ -270,11 +183,7 @@ def _parse_result(reply: Reply) -> tuple[Reply, _Result]:
     return reply, model_or_protocol(_Result.model_validate, reply.json(), "fal result")
 
 
-def _seed(request: GenerationRequest) -> str | None:
-    return None if request.seed is None else str(request.seed)
-
-
-def _spend(reply: Reply, images: list[OutputImage]) -> float:
+def _spend(reply: Reply, images: tuple[OutputImage, ...]) -> float:
     units = reply.headers.get("x-fal-billable-units")
     if units:
         try:
@@ -292,19 +201,19 @@ class FalFluxPulidBackend(FalQueueBackend):
     capabilities = FLUX_PULID_CAPABILITIES
     app = "fal-ai/flux-pulid"
 
-    def arguments(self, request: GenerationRequest) -> dict[str, Any]:
+    async def arguments(self, request: GenerationRequest) -> dict[str, Any]:
         args: dict[str, Any] = {
             "prompt": request.prompt,
             "reference_image_url": data_uri(request.faces[0]),
             "image_size": self._image_size(request),
-            "num_inference_steps": int(self._value(request, "steps")),
-            "guidance_scale": float(self._value(request, "guidance")),
-            "negative_prompt": self._value(request, "negative_prompt"),
-            "start_step": int(self._value(request, "start_step")),
-            "true_cfg": float(self._value(request, "true_cfg")),
-            "id_weight": float(self._value(request, "id_weight")),
-            "enable_safety_checker": bool(self._value(request, "safety_checker")),
-            "max_sequence_length": str(self._value(request, "max_sequence_length")),
+            "num_inference_steps": int(self.value(request, "steps")),
+            "guidance_scale": float(self.value(request, "guidance")),
+            "negative_prompt": self.value(request, "negative_prompt"),
+            "start_step": int(self.value(request, "start_step")),
+            "true_cfg": float(self.value(request, "true_cfg")),
+            "id_weight": float(self.value(request, "id_weight")),
+            "enable_safety_checker": bool(self.value(request, "safety_checker")),
+            "max_sequence_length": str(self.value(request, "max_sequence_length")),
         }
         if request.seed is not None:
             args["seed"] = request.seed
@@ -318,17 +227,17 @@ class FalPulidBackend(FalQueueBackend):
     capabilities = PULID_CAPABILITIES
     app = "fal-ai/pulid"
 
-    def arguments(self, request: GenerationRequest) -> dict[str, Any]:
+    async def arguments(self, request: GenerationRequest) -> dict[str, Any]:
         faces = request.faces[: self.capabilities.max_faces]
         args: dict[str, Any] = {
             "reference_images": [{"image_url": data_uri(face)} for face in faces],
             "prompt": request.prompt,
             "num_images": request.num_images,
-            "guidance_scale": float(self._value(request, "guidance")),
-            "num_inference_steps": int(self._value(request, "steps")),
+            "guidance_scale": float(self.value(request, "guidance")),
+            "num_inference_steps": int(self.value(request, "steps")),
             "image_size": self._image_size(request),
-            "id_scale": float(self._value(request, "id_weight")),
-            "mode": self._value(request, "mode"),
+            "id_scale": float(self.value(request, "id_weight")),
+            "mode": self.value(request, "mode"),
             # id_mix blends two different people; our photos all show the same one.
             "id_mix": False,
         }

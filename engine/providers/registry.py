@@ -5,21 +5,21 @@ from __future__ import annotations
 import aiohttp
 
 from engine.backend import Backend
-from engine.providers.fal import FalFluxPulidBackend, FalPulidBackend
-from engine.providers.http import Timeouts, Timing
-from engine.providers.replicate import ReplicateFluxPulidBackend
-from engine.providers.segmind import SegmindFluxPulidBackend
-from engine.providers.settings import FalSettings, ReplicateSettings, SegmindSettings, WaveSpeedSettings
-from engine.providers.wavespeed import WaveSpeedFluxPulidBackend
-
-# The order is the default route preference.
-PROVIDER_BACKENDS = (
-    "fal-flux-pulid",
-    "fal-pulid",
-    "replicate-flux-pulid",
-    "wavespeed-flux-pulid",
-    "segmind-flux-pulid",
+from engine.catalogue import PROVIDER_CLASSES
+from engine.clock import SYSTEM_CLOCK, Clock
+from engine.providers.client import Timeouts
+from engine.providers.fal import FAL
+from engine.providers.remote import Vendor
+from engine.providers.replicate import REPLICATE
+from engine.providers.segmind import SEGMIND
+from engine.providers.settings import (
+    FalSettings,
+    ProviderSettings,
+    ReplicateSettings,
+    SegmindSettings,
+    WaveSpeedSettings,
 )
+from engine.providers.wavespeed import WAVESPEED
 
 
 def build_provider_backends(
@@ -29,17 +29,12 @@ def build_provider_backends(
     replicate: ReplicateSettings,
     wavespeed: WaveSpeedSettings,
     segmind: SegmindSettings,
-    timing: Timing | None = None,
+    clock: Clock = SYSTEM_CLOCK,
     timeouts: Timeouts | None = None,
 ) -> dict[str, Backend]:
     """All provider backends by name, in route order; unconfigured ones say why via unavailable_reason()."""
-    backends: list[Backend] = [
-        FalFluxPulidBackend(session, fal, timing=timing, timeouts=timeouts),
-        FalPulidBackend(session, fal, timing=timing, timeouts=timeouts),
-        ReplicateFluxPulidBackend(session, replicate, timing=timing, timeouts=timeouts),
-        WaveSpeedFluxPulidBackend(session, wavespeed, timing=timing, timeouts=timeouts),
-        SegmindFluxPulidBackend(session, segmind, timing=timing, timeouts=timeouts),
-    ]
-    by_name = {backend.name: backend for backend in backends}
-    assert tuple(by_name) == PROVIDER_BACKENDS
-    return by_name
+    sections: dict[Vendor, ProviderSettings] = {FAL: fal, REPLICATE: replicate, WAVESPEED: wavespeed, SEGMIND: segmind}
+    return {
+        backend.name: backend(session, sections[backend.vendor], clock=clock, timeouts=timeouts)
+        for backend in PROVIDER_CLASSES
+    }

@@ -26,15 +26,34 @@ def _base_url(value: str) -> str:
     return value.rstrip("/")
 
 
-class FalSettings(BaseModel):
-    _unset_key = field_validator("key", mode="before")(_empty_is_unset)
-    key: SecretStr | None = None
-    base_url: str = "https://queue.fal.run"
+class ProviderSettings(BaseModel):
+    """What every provider section has: where the provider lives and the secret its calls carry."""
+
+    base_url: str
 
     _check_base_url = field_validator("base_url")(_base_url)
 
+    @property
+    def secret(self) -> SecretStr | None:
+        raise NotImplementedError
 
-class ReplicateSettings(BaseModel):
+
+class KeyedSettings(ProviderSettings):
+    """A provider whose secret is set as ``…__KEY``."""
+
+    _unset_key = field_validator("key", mode="before")(_empty_is_unset)
+    key: SecretStr | None = None
+
+    @property
+    def secret(self) -> SecretStr | None:
+        return self.key
+
+
+class FalSettings(KeyedSettings):
+    base_url: str = "https://queue.fal.run"
+
+
+class ReplicateSettings(ProviderSettings):
     _unset_token = field_validator("token", mode="before")(_empty_is_unset)
     token: SecretStr | None = None
     base_url: str = "https://api.replicate.com"
@@ -44,7 +63,9 @@ class ReplicateSettings(BaseModel):
     # (the default is the published Nvidia L40S rate).
     usd_per_second: float = Field(default=0.000975, ge=0)
 
-    _check_base_url = field_validator("base_url")(_base_url)
+    @property
+    def secret(self) -> SecretStr | None:
+        return self.token
 
     @field_validator("version")
     @classmethod
@@ -65,18 +86,10 @@ class ReplicateSettings(BaseModel):
         return match.group(1) if match else None
 
 
-class WaveSpeedSettings(BaseModel):
-    _unset_key = field_validator("key", mode="before")(_empty_is_unset)
-    key: SecretStr | None = None
+class WaveSpeedSettings(KeyedSettings):
     base_url: str = "https://api.wavespeed.ai"
 
-    _check_base_url = field_validator("base_url")(_base_url)
 
-
-class SegmindSettings(BaseModel):
-    _unset_key = field_validator("key", mode="before")(_empty_is_unset)
-    key: SecretStr | None = None
+class SegmindSettings(KeyedSettings):
     base_url: str = "https://api.segmind.com"
     usd_per_image: float = Field(default=0.036, ge=0)
-
-    _check_base_url = field_validator("base_url")(_base_url)

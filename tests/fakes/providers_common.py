@@ -37,25 +37,6 @@ def tiny_image(fmt: str = "png", size: tuple[int, int] = (8, 6), color: tuple[in
 CONTENT_TYPES = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 
 
-class VirtualClock:
-    """Time that only moves when someone sleeps on it: backends get ``sleep``/``now`` from here in tests."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now_s = start
-        self.sleeps: list[float] = []
-
-    def now(self) -> float:
-        return self.now_s
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now_s += seconds
-        await asyncio.sleep(0)
-
-    def advance(self, seconds: float) -> None:
-        self.now_s += seconds
-
-
 @dataclass
 class LoggedRequest:
     route: str
@@ -137,6 +118,7 @@ class FakeProvider:
         self.cdn: dict[str, CdnFile] = {}
         self.in_flight = 0
         self.high_water = 0
+        self.accepted = 0  # jobs the provider took (and would bill)
         self._ids = itertools.count(1)
         self._closing = asyncio.Event()
         self._server: TestServer | None = None
@@ -179,6 +161,7 @@ class FakeProvider:
         return [r for r in self.log if (route is None or r.route == route) and (method is None or r.method == method)]
 
     def job_started(self) -> None:
+        self.accepted += 1
         self.in_flight += 1
         self.high_water = max(self.high_water, self.in_flight)
 

@@ -24,72 +24,71 @@ from engine.errors import (
     TransientError,
     UnknownOutcomeError,
 )
-from engine.providers.fal import FalFluxPulidBackend
-from engine.providers.http import (
-    PollSchedule,
-    Provider,
-    ProviderHttp,
-    RetryPolicy,
-    Timeouts,
-    Timing,
-    classify_status,
-    data_uri,
-    output_image,
-    retry_after_s,
-    sniff_image,
-)
+from engine.providers.client import ProviderHttp, RetryPolicy, Timeouts
+from engine.providers.failures import retry_after_s
+from engine.providers.fal import FAL, FalFluxPulidBackend
+from engine.providers.images import data_uri, output_image, sniff_image
+from engine.providers.remote import PollSchedule, Vendor
+from engine.providers.replicate import REPLICATE
+from engine.providers.segmind import SEGMIND
 from engine.providers.settings import FalSettings
+from engine.providers.wavespeed import WAVESPEED
 from engine.request import GenerationRequest
-from tests.fakes.fal import KEY, FakeFal, FalScript
-from tests.fakes.providers_common import FakeProvider, Fault, RecordingProgress, VirtualClock, tiny_image
+from tests.fakes.fal import KEY, FakeFal
+from tests.fakes.providers_common import FakeProvider, Fault, RecordingProgress, tiny_image
+from tests.virtual_clock import VirtualClock
 
 NO_HEADERS: dict[str, str] = {}
 
 
 @pytest.mark.parametrize(
-    ("provider", "status", "message", "headers", "submit", "kind"),
+    ("vendor", "status", "message", "headers", "submit", "kind"),
     [
-        (Provider.FAL, 429, "Too many requests", {"Retry-After": "5"}, True, TransientError),
-        (Provider.FAL, 403, "User is locked. Reason: Exhausted balance.", NO_HEADERS, True, OutOfCreditError),
-        (Provider.FAL, 403, "Forbidden", NO_HEADERS, True, AuthError),
-        (Provider.FAL, 401, "No user found", NO_HEADERS, True, AuthError),
-        (Provider.FAL, 503, "runner unavailable", {"X-Fal-Retryable": "true"}, True, TransientError),
-        (Provider.FAL, 503, "runner failed", {"X-Fal-Retryable": "false"}, False, ProviderFailedError),
-        (
-            Provider.FAL,
-            504,
-            "request timeout",
-            {"X-Fal-Request-Timeout-Type": "user"},
-            False,
-            ProviderFailedError,
-        ),
-        (Provider.FAL, 422, "reference_image_url: image_load_error", NO_HEADERS, False, InvalidInputError),
-        (Provider.FAL, 422, "No face detected in the reference image", NO_HEADERS, False, NoFaceError),
-        (Provider.REPLICATE, 402, "Payment required", NO_HEADERS, True, OutOfCreditError),
-        (Provider.REPLICATE, 422, "Invalid version or not permitted", NO_HEADERS, True, AuthError),
-        (Provider.REPLICATE, 404, "Not found", NO_HEADERS, True, AuthError),
-        (Provider.REPLICATE, 404, "Not found", NO_HEADERS, False, ProviderFailedError),
-        (Provider.SEGMIND, 406, "Not enough credits", NO_HEADERS, True, OutOfCreditError),
-        (Provider.SEGMIND, 400, "prompt flagged by the NSFW filter", NO_HEADERS, True, ContentPolicyError),
-        (Provider.SEGMIND, 502, "Bad gateway", NO_HEADERS, True, TransientError),
-        (Provider.SEGMIND, 504, "Timeout", NO_HEADERS, True, UnknownOutcomeError),
-        (Provider.SEGMIND, 504, "Timeout", NO_HEADERS, False, TransientError),
-        (Provider.WAVESPEED, 400, "Insufficient balance", NO_HEADERS, True, OutOfCreditError),
-        (Provider.WAVESPEED, 408, "timeout", NO_HEADERS, False, TransientError),
-        (Provider.WAVESPEED, 500, "internal", NO_HEADERS, False, TransientError),
+        (FAL, 429, "Too many requests", {"Retry-After": "5"}, True, TransientError),
+        (FAL, 403, "User is locked. Reason: Exhausted balance.", NO_HEADERS, True, OutOfCreditError),
+        (FAL, 403, "Forbidden", NO_HEADERS, True, AuthError),
+        (FAL, 401, "No user found", NO_HEADERS, True, AuthError),
+        (FAL, 503, "runner unavailable", {"X-Fal-Retryable": "true"}, True, TransientError),
+        (FAL, 503, "runner failed", {"X-Fal-Retryable": "false"}, False, ProviderFailedError),
+        (FAL, 504, "request timeout", {"X-Fal-Request-Timeout-Type": "user"}, False, ProviderFailedError),
+        (FAL, 422, "reference_image_url: image_load_error", NO_HEADERS, False, InvalidInputError),
+        (FAL, 422, "No face detected in the reference image", NO_HEADERS, False, NoFaceError),
+        (REPLICATE, 402, "Payment required", NO_HEADERS, True, OutOfCreditError),
+        (REPLICATE, 422, "Invalid version or not permitted", NO_HEADERS, True, AuthError),
+        (REPLICATE, 404, "Not found", NO_HEADERS, True, AuthError),
+        (REPLICATE, 404, "Not found", NO_HEADERS, False, ProviderFailedError),
+        (SEGMIND, 406, "Not enough credits", NO_HEADERS, True, OutOfCreditError),
+        (SEGMIND, 400, "prompt flagged by the NSFW filter", NO_HEADERS, True, ContentPolicyError),
+        (SEGMIND, 502, "Bad gateway", NO_HEADERS, True, TransientError),
+        (SEGMIND, 504, "Timeout", NO_HEADERS, True, UnknownOutcomeError),
+        (SEGMIND, 504, "Timeout", NO_HEADERS, False, TransientError),
+        (WAVESPEED, 400, "Insufficient balance", NO_HEADERS, True, OutOfCreditError),
+        (WAVESPEED, 408, "timeout", NO_HEADERS, False, TransientError),
+        (WAVESPEED, 500, "internal", NO_HEADERS, False, TransientError),
+        # A vendor's own rule stays with that vendor.
+        (WAVESPEED, 402, "Payment required", NO_HEADERS, True, InvalidInputError),
+        (SEGMIND, 503, "busy", {"X-Fal-Retryable": "false"}, False, TransientError),
     ],
 )
-def test_classification(
-    provider: Provider,
+async def test_classification(
+    http_session: aiohttp.ClientSession,
+    vendor: Vendor,
     status: int,
     message: str,
     headers: dict[str, str],
     submit: bool,
     kind: type[BackendError],
 ) -> None:
-    error = classify_status(provider, status, message, headers, submit=submit, where="call")
+    http = ProviderHttp(http_session, vendor.label, auth={}, secrets=[], rules=vendor.rules)
+    error = http.failure(status, message, headers, submit=submit, where="call")
     assert type(error) is kind
-    assert str(status) in error.detail
+    assert error.detail.startswith(f"{vendor.label} call: HTTP {status}")
+
+
+async def test_secrets_are_redacted_from_provider_text(http_session: aiohttp.ClientSession) -> None:
+    http = ProviderHttp(http_session, "fal", auth={"Authorization": "Key s3cret"}, secrets=["s3cret"])
+    error = http.failure(400, "bad key s3cret given", NO_HEADERS, submit=True, where="submit")
+    assert "s3cret" not in error.detail and "[redacted]" in error.detail
 
 
 def test_retry_after_forms() -> None:
@@ -103,11 +102,12 @@ def test_retry_after_forms() -> None:
 
 def test_backoff_is_bounded_with_jitter() -> None:
     policy = RetryPolicy(base_delay_s=1, max_delay_s=8, max_retry_after_s=60)
-    assert [policy.delay(n, None, 0.0) for n in range(6)] == [0.5, 1, 2, 4, 4, 4]
-    assert [policy.delay(n, None, 1.0) for n in range(6)] == [1, 2, 4, 8, 8, 8]
-    assert policy.delay(0, 30, 0.5) == 30
-    assert policy.delay(0, 900, 0.5) == 60  # a Retry-After is honoured up to a cap
-    assert RetryPolicy(min_delay_s=2).delay(0, 0.5, 0.0) == 2
+    assert [policy.delay(n, None, 0.0) for n in range(1, 7)] == [0.5, 1, 2, 4, 4, 4]
+    assert [policy.delay(n, None, 1.0) for n in range(1, 7)] == [1, 2, 4, 8, 8, 8]
+    assert policy.delay(1, 30, 0.5) == 30
+    assert policy.delay(1, 900, 0.5) == 60  # a Retry-After is honoured up to a cap
+    assert policy.delay(4, 0.1, 1.0) == 8  # and is a lower bound, never a shortcut
+    assert RetryPolicy(min_delay_s=2).delay(1, 0.5, 0.0) == 2
     assert PollSchedule(first_s=1, factor=2, max_s=5, min_s=2).interval(0) == 2
     assert PollSchedule(first_s=1, factor=2, max_s=5).interval(10) == 5
 
@@ -131,9 +131,9 @@ class Plain(FakeProvider):
     pass
 
 
-async def test_output_fetch_forms(http_session: aiohttp.ClientSession, timing: Timing) -> None:
+async def test_output_fetch_forms(http_session: aiohttp.ClientSession, clock: VirtualClock) -> None:
     async with Plain() as fake:
-        http = ProviderHttp(http_session, Provider.FAL, auth={"Authorization": "Key x"}, secrets=["x"], timing=timing)
+        http = ProviderHttp(http_session, "fal", auth={"Authorization": "Key x"}, secrets=["x"], clock=clock)
         png = tiny_image("png")
         url = fake.publish(png, "image/png")
         assert (await http.fetch_output(url)).data == png
@@ -146,58 +146,49 @@ async def test_output_fetch_forms(http_session: aiohttp.ClientSession, timing: T
             await http.fetch_output("data:image/png;base64,@@@")
 
 
+def fal_backend(
+    session: aiohttp.ClientSession, fake: FakeFal, clock: VirtualClock, **kw: object
+) -> FalFluxPulidBackend:
+    settings = FalSettings(key=SecretStr(KEY), base_url=fake.url)
+    return FalFluxPulidBackend(session, settings, clock=clock, **kw)  # type: ignore[arg-type]
+
+
+def face_request() -> GenerationRequest:
+    return GenerationRequest(prompt="p", faces=(tiny_image("jpeg"),))
+
+
 async def test_transport_failures_on_polls_are_retried(
-    http_session: aiohttp.ClientSession, fake_fal: FakeFal, timing: Timing, clock: VirtualClock
+    http_session: aiohttp.ClientSession, fake_fal: FakeFal, clock: VirtualClock
 ) -> None:
-    backend = FalFluxPulidBackend(
-        http_session,
-        FalSettings(key=SecretStr(KEY), base_url=fake_fal.url),
-        timing=timing,
-        timeouts=Timeouts(request_s=0.1),
-    )
+    backend = fal_backend(http_session, fake_fal, clock, timeouts=Timeouts(request_s=0.1))
     fake_fal.fail("status", Fault(drop=True), Fault(hang_s=5))
     fake_fal.fail("result", Fault(status=503, json={"detail": "busy"}))
-    result = await backend.generate(GenerationRequest(prompt="p", faces=(tiny_image("jpeg"),)), RecordingProgress())
+    result = await backend.generate(face_request(), RecordingProgress())
     assert len(result.images) == 1
     assert len(fake_fal.requests("submit")) == 1
     assert len(fake_fal.requests("result")) == 2
 
 
-async def test_poll_retries_are_bounded(
-    http_session: aiohttp.ClientSession, fake_fal: FakeFal, timing: Timing, clock: VirtualClock
+async def test_poll_retries_are_bounded_with_growing_backoff(
+    http_session: aiohttp.ClientSession, fake_fal: FakeFal, clock: VirtualClock
 ) -> None:
-    backend = FalFluxPulidBackend(
-        http_session,
-        FalSettings(key=SecretStr(KEY), base_url=fake_fal.url),
-        timing=timing,
-        retry=RetryPolicy(attempts=3, base_delay_s=1, max_delay_s=4),
-    )
+    backend = fal_backend(http_session, fake_fal, clock, retry=RetryPolicy(attempts=3, base_delay_s=1, max_delay_s=4))
     fake_fal.fail("status", *[Fault(status=502, text="bad gateway") for _ in range(3)])
     with pytest.raises(TransientError):
-        await backend.generate(GenerationRequest(prompt="p", faces=(tiny_image("jpeg"),)), RecordingProgress())
+        await backend.generate(face_request(), RecordingProgress())
     assert len(fake_fal.requests("status")) == 3
     assert clock.sleeps == [0.75, 1.5]
 
 
-async def test_spend_from_output_size_without_billing_header(
-    http_session: aiohttp.ClientSession, fake_fal: FakeFal, timing: Timing
-) -> None:
-    fake_fal.script = FalScript(billable_units=False)
-    backend = FalFluxPulidBackend(http_session, FalSettings(key=SecretStr(KEY), base_url=fake_fal.url), timing=timing)
-    result = await backend.generate(GenerationRequest(prompt="p", faces=(tiny_image("jpeg"),)), RecordingProgress())
-    assert result.spend_usd == pytest.approx(16 * 12 / 1_000_000 * 0.0333, abs=1e-6)
-
-
 async def test_unreachable_provider_is_transient_not_unknown(
-    http_session: aiohttp.ClientSession, timing: Timing, caplog: pytest.LogCaptureFixture
+    http_session: aiohttp.ClientSession, clock: VirtualClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with Plain() as fake:
         url = fake.url
     caplog.set_level(logging.DEBUG)
-    backend = FalFluxPulidBackend(
-        http_session, FalSettings(key=SecretStr("secret-fal-key"), base_url=url), timing=timing
-    )
+    settings = FalSettings(key=SecretStr("secret-fal-key"), base_url=url)
+    backend = FalFluxPulidBackend(http_session, settings, clock=clock)
     with pytest.raises(TransientError) as caught:
-        await backend.generate(GenerationRequest(prompt="p", faces=(tiny_image("jpeg"),)), RecordingProgress())
+        await backend.generate(face_request(), RecordingProgress())
     assert "could not connect" in caught.value.detail
     assert "secret-fal-key" not in caplog.text and "secret-fal-key" not in str(caught.value)

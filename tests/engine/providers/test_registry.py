@@ -7,7 +7,8 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from engine.backend import Backend
-from engine.providers.registry import PROVIDER_BACKENDS, build_provider_backends
+from engine.catalogue import BACKEND_NAMES, CAPABILITIES, LOCAL, PROVIDER_NAMES
+from engine.providers.registry import build_provider_backends
 from engine.providers.settings import FalSettings, ReplicateSettings, SegmindSettings, WaveSpeedSettings
 
 
@@ -26,15 +27,21 @@ async def test_all_backends_with_exact_names(http_session: aiohttp.ClientSession
         "wavespeed-flux-pulid",
         "segmind-flux-pulid",
     ]
-    assert tuple(backends) == PROVIDER_BACKENDS
+    assert tuple(backends) == PROVIDER_NAMES
     for name, backend in backends.items():
         assert backend.name == name
+        assert backend.capabilities is CAPABILITIES[name]
         _: Backend = backend
     reasons = {name: backend.unavailable_reason() for name, backend in backends.items()}
     assert reasons["fal-flux-pulid"] is None and reasons["fal-pulid"] is None
     assert reasons["segmind-flux-pulid"] is None
     assert "VERSION" in (reasons["replicate-flux-pulid"] or "")  # token but no pinned version
     assert "WAVESPEED" in (reasons["wavespeed-flux-pulid"] or "")
+
+
+def test_the_catalogue_lists_providers_then_the_local_engine() -> None:
+    assert (*PROVIDER_NAMES, LOCAL) == BACKEND_NAMES
+    assert BACKEND_NAMES[0] == "fal-flux-pulid"
 
 
 def test_settings_defaults_and_validation() -> None:
@@ -56,7 +63,7 @@ def test_settings_defaults_and_validation() -> None:
 
 
 def test_an_empty_key_counts_as_not_configured() -> None:
-    from engine.providers.settings import FalSettings, SegmindSettings
-
-    assert FalSettings(key="").key is None  # type: ignore[arg-type]
-    assert SegmindSettings(key="k").key is not None  # type: ignore[arg-type]
+    assert FalSettings(key="").key is None
+    assert SegmindSettings(key="k").key is not None
+    assert ReplicateSettings(token="").secret is None
+    assert WaveSpeedSettings(key="w").secret is not None

@@ -1,29 +1,20 @@
-"""The Segmind backend against the fake Segmind API."""
+"""What only the Segmind backend does: one synchronous call answered with image bytes or with JSON."""
 
 from __future__ import annotations
-
-import logging
 
 import aiohttp
 import pytest
 from pydantic import SecretStr
 
-from engine.backend import ProviderRef, Stage
-from engine.errors import (
-    AuthError,
-    BackendError,
-    InvalidInputError,
-    OutOfCreditError,
-    ProtocolError,
-    TransientError,
-    UnknownOutcomeError,
-)
-from engine.providers.http import RetryPolicy, Timeouts, Timing
+from engine.backend import Stage
+from engine.errors import AuthError, BackendError, NoFaceError, ProtocolError, TransientError
+from engine.providers.replicate import ReplicateFluxPulidBackend
 from engine.providers.segmind import SegmindFluxPulidBackend
-from engine.providers.settings import SegmindSettings
+from engine.providers.settings import ReplicateSettings, SegmindSettings
 from engine.request import GenerationRequest
 from tests.fakes.providers_common import Fault, RecordingProgress, html_page, tiny_image
 from tests.fakes.segmind import KEY, FakeSegmind, SegmindAnswer
+from tests.virtual_clock import VirtualClock
 
 FACE = tiny_image("jpeg", (32, 32))
 PRICE = 0.04
@@ -35,14 +26,10 @@ def request(**kw: object) -> GenerationRequest:
 
 @pytest.fixture
 def backend(
-    http_session: aiohttp.ClientSession,
-    fake_segmind: FakeSegmind,
-    timing: Timing,
-    retry: RetryPolicy,
-    timeouts: Timeouts,
+    http_session: aiohttp.ClientSession, fake_segmind: FakeSegmind, clock: VirtualClock
 ) -> SegmindFluxPulidBackend:
     settings = SegmindSettings(key=SecretStr(KEY), base_url=fake_segmind.url, usd_per_image=PRICE)
-    return SegmindFluxPulidBackend(http_session, settings, timing=timing, retry=retry, timeouts=timeouts)
+    return SegmindFluxPulidBackend(http_session, settings, clock=clock)
 
 
 async def test_image_answer(backend: SegmindFluxPulidBackend, fake_segmind: FakeSegmind) -> None:
@@ -83,6 +70,24 @@ async def test_parameters_map_to_wire_format(backend: SegmindFluxPulidBackend, f
     assert result.images[0].content_type == "image/jpeg"
 
 
+async def test_replicate_and_segmind_send_the_model_the_same_input(
+    backend: SegmindFluxPulidBackend, http_session: aiohttp.ClientSession
+) -> None:
+    """Both serve ByteDance's flux-pulid: one mapping, apart from the documented id_weight default and the
+    number of images Segmind's call returns."""
+    replicate = ReplicateFluxPulidBackend(http_session, ReplicateSettings(token=SecretStr("t"), version="a" * 64))
+    req = request(width=640, steps=12, seed=3, output_format="png", negative_prompt="text", id_weight=2.0)
+    from_replicate = await replicate.arguments(req)
+    from_segmind = await backend.arguments(req)
+    assert from_replicate == from_segmind
+    assert backend.capabilities.default("id_weight") == 1.05 and replicate.capabilities.default("id_weight") == 1
+    assert backend.capabilities.limits["num_images"] != replicate.capabilities.limits["num_images"]
+    shared = set(backend.capabilities.limits) - {"id_weight", "num_images"}
+    assert {name: backend.capabilities.limits[name] for name in shared} == {
+        name: replicate.capabilities.limits[name] for name in shared
+    }
+
+
 @pytest.mark.parametrize("answer", [SegmindAnswer.JSON_BASE64, SegmindAnswer.JSON_URL])
 async def test_json_answers(backend: SegmindFluxPulidBackend, fake_segmind: FakeSegmind, answer: SegmindAnswer) -> None:
     fake_segmind.answer = answer
@@ -91,90 +96,26 @@ async def test_json_answers(backend: SegmindFluxPulidBackend, fake_segmind: Fake
     assert len(fake_segmind.requests("cdn")) == (1 if answer is SegmindAnswer.JSON_URL else 0)
 
 
-async def test_not_enough_credits(backend: SegmindFluxPulidBackend, fake_segmind: FakeSegmind) -> None:
-    fake_segmind.credits = 0
-    with pytest.raises(OutOfCreditError):
-        await backend.generate(request(), RecordingProgress())
-    assert len(fake_segmind.requests("generate")) == 1
-
-
 @pytest.mark.parametrize(
     ("fault", "error"),
     [
-        (
-            Fault(status=429, json={"error": "Rate limit exceeded"}, headers={"Retry-After": "20"}),
-            TransientError,
-        ),
         (Fault(status=500, json={"error": "Internal server error"}), TransientError),
         (html_page(502), TransientError),
-        (Fault(status=504, json={"error": "Request timed out"}), UnknownOutcomeError),
         (html_page(200), ProtocolError),
         (Fault(status=200, body=b"", content_type="image/jpeg"), ProtocolError),
-        (
-            Fault(status=200, body=tiny_image("jpeg", (64, 64))[:120], content_type="image/jpeg"),
-            ProtocolError,
-        ),
-        (Fault(status=200, text='{"image": ', content_type="application/json"), ProtocolError),
-        (Fault(status=200, json={"error": "No face detected in the image"}), BackendError),
+        (Fault(status=200, body=tiny_image("jpeg", (64, 64))[:120], content_type="image/jpeg"), ProtocolError),
+        (Fault(status=200, json={"error": "No face detected in the image"}), NoFaceError),
         (Fault(status=403, json={"error": "Forbidden"}), AuthError),
     ],
-    ids=[
-        "429",
-        "500",
-        "502-html",
-        "504",
-        "200-html",
-        "empty-image",
-        "truncated-image",
-        "bad-json",
-        "json-error",
-        "403",
-    ],
+    ids=["500", "502-html", "200-html", "empty-image", "truncated-image", "json-error", "403"],
 )
-async def test_failures_are_classified_and_never_resent(
+async def test_answers_are_classified_and_never_resent(
     backend: SegmindFluxPulidBackend, fake_segmind: FakeSegmind, fault: Fault, error: type[BackendError]
 ) -> None:
     fake_segmind.fail("generate", fault)
     with pytest.raises(error) as caught:
         await backend.generate(request(), RecordingProgress())
+    assert type(caught.value) is error
     assert len(fake_segmind.requests("generate")) == 1
-    if fault.status == 429:
-        assert caught.value.retry_after == 20
-    if "No face" in (fault.json or {}).get("error", ""):
-        assert caught.value.kind == "no_face"
     if fault.body is not None:
         assert "truncated or corrupt" in caught.value.detail or "not a JPEG" in caught.value.detail
-
-
-async def test_hang_is_unknown_outcome(backend: SegmindFluxPulidBackend, fake_segmind: FakeSegmind) -> None:
-    fake_segmind.fail("generate", Fault(passthrough=True, hang_s=5))
-    with pytest.raises(UnknownOutcomeError):
-        await backend.generate(request(), RecordingProgress())
-    assert len(fake_segmind.requests("generate")) == 1
-    assert fake_segmind.jobs == 1
-
-
-async def test_resume_is_refused_without_a_call(backend: SegmindFluxPulidBackend, fake_segmind: FakeSegmind) -> None:
-    ref = ProviderRef(backend=backend.name, request_id="unknown")
-    with pytest.raises(UnknownOutcomeError):
-        await backend.generate(request(), RecordingProgress(resume=ref))
-    assert fake_segmind.log == []
-
-
-async def test_validation_error(backend: SegmindFluxPulidBackend, fake_segmind: FakeSegmind) -> None:
-    with pytest.raises(InvalidInputError) as caught:
-        await backend.generate(request(steps=30), RecordingProgress())
-    assert "num_steps" in caught.value.detail
-
-
-async def test_wrong_key_is_auth_error_and_secret(
-    http_session: aiohttp.ClientSession, fake_segmind: FakeSegmind, caplog: pytest.LogCaptureFixture
-) -> None:
-    secret = "sg-wrong-secret-987"
-    backend = SegmindFluxPulidBackend(http_session, SegmindSettings(key=SecretStr(secret), base_url=fake_segmind.url))
-    caplog.set_level(logging.DEBUG)
-    with pytest.raises(AuthError) as caught:
-        await backend.generate(request(), RecordingProgress())
-    assert secret not in str(caught.value) and secret not in caplog.text
-    assert backend.unavailable_reason() is None
-    assert SegmindFluxPulidBackend(http_session, SegmindSettings()).unavailable_reason() is not None

@@ -77,38 +77,28 @@ def _parser() -> argparse.ArgumentParser:
 
 async def _admin(settings: Settings, args: argparse.Namespace) -> str:
     from bot.service.actors import SHELL_ACTOR
-    from bot.service.admin import AdminService
-    from bot.wiring.store import open_database
+    from bot.wiring.admin import open_admin
 
-    db = await open_database(settings)
-    try:
-        service = AdminService(
-            db,
-            admins=settings.admins,
-            admin_role=settings.discord.admin_role,
-            welcome_credits=settings.credits.new_user,
-        )
-        actor = SHELL_ACTOR
-        match args.admin_command:
-            case "grant":
-                return await service.grant(actor, args.user, args.credits)
-            case "limit":
-                return await service.limit(actor, args.user, args.jobs)
-            case "ban":
-                return await service.ban(actor, args.user, " ".join(args.reason))
-            case "unban":
-                return await service.ban(actor, args.user, banned=False)
-            case "stats":
-                return await service.stats(actor)
-            case "pause":
-                return await service.pause(actor, " ".join(args.reason))
-            case "resume":
-                return await service.pause(actor, paused=False)
-        raise AssertionError(args.admin_command)
-    except UserError as exc:  # the admin use cases answer the shell as they answer a chat admin
-        raise OperatorError(exc.message) from None
-    finally:
-        await db.dispose()
+    async with open_admin(settings) as service:
+        try:
+            match args.admin_command:
+                case "grant":
+                    return await service.grant(SHELL_ACTOR, args.user, args.credits)
+                case "limit":
+                    return await service.limit(SHELL_ACTOR, args.user, args.jobs)
+                case "ban":
+                    return await service.ban(SHELL_ACTOR, args.user, " ".join(args.reason))
+                case "unban":
+                    return await service.ban(SHELL_ACTOR, args.user, banned=False)
+                case "stats":
+                    return await service.stats(SHELL_ACTOR)
+                case "pause":
+                    return await service.pause(SHELL_ACTOR, " ".join(args.reason))
+                case "resume":
+                    return await service.pause(SHELL_ACTOR, paused=False)
+        except UserError as exc:  # the admin use cases answer the shell as they answer a chat admin
+            raise OperatorError(exc.message) from None
+    raise AssertionError(args.admin_command)
 
 
 async def _dispatch(settings: Settings, args: argparse.Namespace) -> int:

@@ -6,4 +6,5 @@
 - ``process``: what both long-running processes share (signals, the health and metrics server).
 - ``service``: ``likeness run`` (``run_service``): front ends, dispatcher, delivery, health, retention, reconcile.
 - ``worker``: ``likeness worker`` (``run_worker``): the engine and storage parts only.
+- ``admin``: ``likeness admin`` (``open_admin``): the admin use cases for the shell.
 """

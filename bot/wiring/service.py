@@ -42,12 +42,12 @@ async def serve(parts: EngineParts, stop: asyncio.Event) -> None:
     progress = ProgressEdits(service.results, frontends, parts.hub)
     ready = asyncio.Event()
     background_stop = asyncio.Event()
-    async with contextlib.AsyncExitStack() as closing:  # closed in reverse: background, front ends, health
+    async with contextlib.AsyncExitStack() as closing:  # closed in reverse: background, health, front ends
+        # Registered before anything starts, so whatever did start is stopped when a later step fails.
+        closing.push_async_callback(stop_frontends, frontends)
         health = await start_health(parts, ready=ready.is_set)
         if health is not None:
             closing.push_async_callback(health.stop)
-        # Registered before starting, so front ends that did start are stopped when a later one fails.
-        closing.push_async_callback(stop_frontends, frontends)
         await start_frontends(settings, frontends)
         background = [
             asyncio.create_task(delivery.run(background_stop), name="delivery"),

@@ -107,7 +107,8 @@ class Harness:
         )
 
     async def drain(self, dispatcher: Dispatcher, *, within_s: float = 20.0) -> None:
-        """``dispatcher.drain()``, moving the clock over each wait but the heartbeats' as soon as it starts."""
+        """``dispatcher.drain()``: each wait but a heartbeat (backoffs, rate tokens) passes at once, the clock
+        moved over it and the wait recorded in ``backoffs``."""
         clock = self._manual()
         heartbeat_s = dispatcher.queue.heartbeat_s
         draining = asyncio.ensure_future(dispatcher.drain())
@@ -130,7 +131,7 @@ class Harness:
         await draining
 
     async def beat(self, dispatcher: Dispatcher, *, within_s: float = 5.0) -> None:
-        """Let one heartbeat of each running job come due (after waiting for one to be parked)."""
+        """Move the clock one heartbeat on, once a heartbeat waits: each running job beats once."""
         clock = self._manual()
         heartbeat_s = dispatcher.queue.heartbeat_s
         async with asyncio.timeout(within_s):

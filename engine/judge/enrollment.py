@@ -34,8 +34,8 @@ class Refusal:
     ``measured`` and ``limit`` by reason: face_too_small: the face's shorter side and the minimum, in
     pixels; too_dark: mean luma (0-255) and the minimum; too_blurred: sharpness and the minimum;
     not_frontal: the yaw (nose offset in eye distances) and the maximum; screen_photo: the pattern
-    strength and the maximum; several_faces and screen_of_faces: how many faces compete and, for
-    several_faces, the width ratio the largest face would need; too_many_photos: the count and the
+    strength and the maximum; several_faces: how many faces compete and the width ratio the largest face
+    would need over the others; screen_of_faces: how many faces are tiled; too_many_photos: the count and the
     maximum; different_people: the lowest likeness between two photos and the minimum. ``photo`` is the
     1-based position of the photo concerned (for different_people, the odd one out, or None when no single
     photo is to blame).
@@ -127,8 +127,7 @@ def check_photo(
             return Refusal(RefusalReason.TOO_DARK, whole, settings.min_luminance, photo)
         return Refusal(RefusalReason.NO_FACE, photo=photo)
     if quality.face_grid(list(faces)):
-        tiles = sum(face.confident for face in faces)
-        return Refusal(RefusalReason.SCREEN_OF_FACES, tiles, None, photo, count)
+        return Refusal(RefusalReason.SCREEN_OF_FACES, count, None, photo, count)
     face, competing = dominant_face(faces, settings.dominant_face_ratio)
     if face is None:
         return Refusal(RefusalReason.SEVERAL_FACES, competing, settings.dominant_face_ratio, photo, count)

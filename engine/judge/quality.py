@@ -90,13 +90,14 @@ def _box_mean(values: np.ndarray, size: int) -> np.ndarray:
 
 
 def face_grid(faces: list[Face], *, min_faces: int = 4, size_ratio: float = 1.3, tolerance: float = 0.15) -> bool:
-    """Whether the confident faces look like tiles of a screen: a gallery, a contact sheet, a video call.
+    """Whether the faces look like tiles of a screen: a gallery, a contact sheet, a video call.
 
     At least ``min_faces`` faces of nearly one size (largest over smallest side within ``size_ratio``),
     each sharing a row with another face and a column with another face (centres within ``tolerance`` of a
-    face's side). A group photo rarely lines its people up in both directions.
+    face's side). A group photo rarely lines its people up in both directions. Unconfident detections
+    count too: equal sizes on a grid are evidence enough, and a tile may be small or soft.
     """
-    tiles = [face.box for face in faces if face.confident]
+    tiles = [face.box for face in faces]
     if len(tiles) < min_faces:
         return False
     sides = [box.side for box in tiles]

@@ -7,8 +7,7 @@ Routes (names for ``fail``): ``submit`` POST /fal-ai/{model}; ``status`` GET …
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -86,7 +85,7 @@ class FakeFal(FakeProvider):
         r.add_get("/fal-ai/{model}/requests/{rid}", self._result, name="result")
         r.add_put("/fal-ai/{model}/requests/{rid}/cancel", self._cancel, name="cancel")
 
-    def _authorized(self, request: web.Request) -> web.Response | None:
+    def refuse(self, request: web.Request) -> web.Response | None:
         if request.headers.get("Authorization") != f"Key {self.key}":
             return web.json_response({"detail": "No user found for Key ID and Secret"}, status=401)
         return None
@@ -98,9 +97,6 @@ class FakeFal(FakeProvider):
         return job
 
     async def _submit(self, request: web.Request) -> web.Response:
-        denied = self._authorized(request)
-        if denied:
-            return denied
         model = request.match_info["model"]
         if model not in MODELS:
             return web.json_response({"detail": f"Application 'fal-ai/{model}' not found"}, status=404)
@@ -161,9 +157,6 @@ class FakeFal(FakeProvider):
         job.result = result
 
     async def _status(self, request: web.Request) -> web.Response:
-        denied = self._authorized(request)
-        if denied:
-            return denied
         job = self._job(request)
         if job is None:
             return web.json_response({"detail": "Request not found"}, status=404)
@@ -186,9 +179,6 @@ class FakeFal(FakeProvider):
         return web.json_response(body)
 
     async def _result(self, request: web.Request) -> web.Response:
-        denied = self._authorized(request)
-        if denied:
-            return denied
         job = self._job(request)
         if job is None:
             return web.json_response({"detail": "Request not found"}, status=404)
@@ -214,9 +204,6 @@ class FakeFal(FakeProvider):
         return web.json_response(job.result, headers=headers)
 
     async def _cancel(self, request: web.Request) -> web.Response:
-        denied = self._authorized(request)
-        if denied:
-            return denied
         job = self._job(request)
         if job is None:
             return web.json_response({"detail": "Request not found"}, status=404)
@@ -297,12 +284,6 @@ def validate(model: str, payload: Any) -> list[tuple[str, str]]:
     return problems
 
 
-@asynccontextmanager
-async def start_fal(**kwargs: Any) -> AsyncIterator[FakeFal]:
-    """Run a FakeFal on 127.0.0.1 for the duration of the block."""
-    fake = FakeFal(**kwargs)
-    await fake.start()
-    try:
-        yield fake
-    finally:
-        await fake.close()
+def start_fal(**kwargs: Any) -> FakeFal:
+    """A FakeFal to run on 127.0.0.1 for the duration of an ``async with`` block."""
+    return FakeFal(**kwargs)

@@ -10,9 +10,9 @@ import itertools
 import json
 import time
 from collections import defaultdict, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, Self
 
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -109,6 +109,7 @@ class FakeProvider:
     """Base of the fake servers: an aiohttp app on 127.0.0.1 with a request log, faults and a CDN."""
 
     expired_status = 403
+    open_routes: frozenset[str] = frozenset({"cdn"})  # answered without credentials
 
     def __init__(self, *, clock: Callable[[], float] | None = None) -> None:
         self.clock = clock or time.monotonic
@@ -126,7 +127,7 @@ class FakeProvider:
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
-    async def start(self) -> FakeProvider:
+    async def start(self) -> Self:
         self._server = TestServer(self.app, host="127.0.0.1", port=0)
         await self._server.start_server()
         return self
@@ -136,7 +137,7 @@ class FakeProvider:
         if self._server is not None:
             await self._server.close()
 
-    async def __aenter__(self) -> FakeProvider:
+    async def __aenter__(self) -> Self:
         return await self.start()
 
     async def __aexit__(self, *exc: object) -> None:
@@ -168,6 +169,14 @@ class FakeProvider:
     def job_finished(self) -> None:
         self.in_flight -= 1
 
+    def refuse(self, request: web.Request) -> web.Response | None:
+        """The provider's answer to a call without valid credentials, or None to let it through."""
+        return None
+
+    async def _handle(self, route: str, request: web.Request, handler: Handler) -> web.StreamResponse:
+        refused = None if route in self.open_routes else self.refuse(request)
+        return refused if refused is not None else await handler(request)
+
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         route = request.match_info.route.name or "unknown"
@@ -187,10 +196,10 @@ class FakeProvider:
         queue = self.faults.get(route)
         fault = queue.popleft() if queue else None
         if fault is None:
-            return await handler(request)
+            return await self._handle(route, request, handler)
         response: web.StreamResponse = fault.response()
         if fault.passthrough:
-            response = await handler(request)
+            response = await self._handle(route, request, handler)
         if fault.hang_s is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closing.wait(), fault.hang_s)
@@ -253,6 +262,59 @@ def number_problem(name: str, value: Any, low: float, high: float, *, integer: b
     if value > high:
         return f"{name} must be less than or equal to {high}"
     return None
+
+
+class TickedJob(Protocol):
+    """A fake job that moves one step each time its status is polled."""
+
+    polls: int
+    status: str
+    finished: bool
+
+
+def tick(job: TickedJob, phases: Sequence[tuple[str, int]], *, stuck: bool = False) -> bool:
+    """Count one poll of ``job``: it takes each ``(status, polls)`` phase in turn. True when it has just run
+    through them all and the caller should finish it; a stuck or finished job does not move."""
+    if job.finished or stuck:
+        return False
+    job.polls += 1
+    for (status, _), until in zip(phases, itertools.accumulate(count for _, count in phases), strict=True):
+        if job.polls <= until:
+            job.status = status
+            return False
+    return True
+
+
+# ByteDance's flux-pulid input as Replicate's model page and Segmind's API page both publish it:
+# the fields, and (low, high, integer) for each number.
+FLUX_PULID_FIELDS = {
+    "main_face_image", "prompt", "negative_prompt", "width", "height", "num_steps", "start_step",
+    "guidance_scale", "id_weight", "true_cfg", "max_sequence_length", "num_outputs", "output_format",
+    "output_quality", "seed",
+}  # fmt: skip
+FLUX_PULID_LIMITS: dict[str, tuple[float, float, bool]] = {
+    "width": (256, 1536, True),
+    "height": (256, 1536, True),
+    "num_steps": (1, 20, True),
+    "start_step": (0, 10, True),
+    "guidance_scale": (1, 10, False),
+    "id_weight": (0, 3, False),
+    "true_cfg": (1, 10, False),
+    "max_sequence_length": (128, 512, True),
+    "num_outputs": (1, 4, True),
+    "output_quality": (1, 100, True),
+}
+
+
+def flux_pulid_number_problems(values: dict[str, Any]) -> list[tuple[str, str]]:
+    """(field, message) for each number outside flux-pulid's published range."""
+    problems = []
+    for name, (low, high, integer) in FLUX_PULID_LIMITS.items():
+        if name in values:
+            problem = number_problem(name, values[name], low, high, integer=integer)
+            if problem:
+                problems.append((name, problem))
+    return problems
 
 
 class RecordingProgress:

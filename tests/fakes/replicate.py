@@ -8,8 +8,7 @@ Routes (names for ``fail``): ``create`` POST /v1/predictions; ``get`` GET /v1/pr
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -18,10 +17,12 @@ from aiohttp import web
 
 from tests.fakes.providers_common import (
     CONTENT_TYPES,
+    FLUX_PULID_FIELDS,
     FakeProvider,
+    flux_pulid_number_problems,
     is_image_reference,
-    number_problem,
     origin,
+    tick,
     tiny_image,
 )
 
@@ -65,6 +66,7 @@ class FakeReplicate(FakeProvider):
     """Replicate's predictions API with tick-driven predictions: every GET advances one step."""
 
     expired_status = 404
+    open_routes = frozenset({"cdn", "model_create"})
 
     def __init__(self, *, token: str = TOKEN, version: str = VERSION, clock: Callable[[], float] | None = None) -> None:
         super().__init__(clock=clock)
@@ -88,7 +90,7 @@ class FakeReplicate(FakeProvider):
         body = {"title": title, "detail": detail, "status": status, **extra}
         return web.json_response(body, status=status, content_type="application/problem+json")
 
-    def _authorized(self, request: web.Request) -> web.Response | None:
+    def refuse(self, request: web.Request) -> web.Response | None:
         if request.headers.get("Authorization") != f"Bearer {self.token}":
             return self._problem(401, "Unauthenticated", "You did not pass a valid authentication token")
         return None
@@ -113,9 +115,6 @@ class FakeReplicate(FakeProvider):
         return self._problem(404, "Not found", "The requested resource could not be found")
 
     async def _create(self, request: web.Request) -> web.Response:
-        denied = self._authorized(request)
-        if denied:
-            return denied
         if self.out_of_credit:
             return self._problem(
                 402, "Insufficient credit", "You have insufficient credit to run this model. Go to billing."
@@ -138,14 +137,8 @@ class FakeReplicate(FakeProvider):
         return web.json_response(self._body(request, prediction), status=201)
 
     def _advance(self, p: Prediction, request: web.Request) -> None:
-        if p.finished or p.script.stuck:
-            return
-        p.polls += 1
-        if p.polls <= p.script.starting_ticks:
-            p.status = "starting"
-        elif p.polls <= p.script.starting_ticks + p.script.processing_ticks:
-            p.status = "processing"
-        else:
+        phases = (("starting", p.script.starting_ticks), ("processing", p.script.processing_ticks))
+        if tick(p, phases, stuck=p.script.stuck):
             self._finish(p, request)
 
     def _finish(self, p: Prediction, request: web.Request) -> None:
@@ -174,9 +167,6 @@ class FakeReplicate(FakeProvider):
         p.output = outputs
 
     async def _get(self, request: web.Request) -> web.Response:
-        denied = self._authorized(request)
-        if denied:
-            return denied
         p = self.predictions.get(request.match_info["pid"])
         if p is None:
             return self._problem(404, "Not found", "Prediction not found")
@@ -184,9 +174,6 @@ class FakeReplicate(FakeProvider):
         return web.json_response(self._body(request, p))
 
     async def _cancel(self, request: web.Request) -> web.Response:
-        denied = self._authorized(request)
-        if denied:
-            return denied
         p = self.predictions.get(request.match_info["pid"])
         if p is None:
             return self._problem(404, "Not found", "Prediction not found")
@@ -197,9 +184,6 @@ class FakeReplicate(FakeProvider):
         return web.json_response(self._body(request, p))
 
     async def _upload(self, request: web.Request) -> web.Response:
-        denied = self._authorized(request)
-        if denied:
-            return denied
         if not request.content_type.startswith("multipart/"):
             return self._problem(400, "Bad request", "Expected multipart/form-data")
         form = await request.post()
@@ -224,18 +208,11 @@ class FakeReplicate(FakeProvider):
         )
 
 
-_FIELDS = {
-    "main_face_image", "prompt", "negative_prompt", "width", "height", "num_steps", "start_step",
-    "guidance_scale", "id_weight", "true_cfg", "max_sequence_length", "num_outputs", "output_format",
-    "output_quality", "seed",
-}  # fmt: skip
-
-
 def validate_input(values: Any, file_urls: set[str]) -> list[tuple[str, str]]:
     """Problems with a prediction's input, following the model's documented schema."""
     if not isinstance(values, dict):
         return [("input", "must be an object")]
-    problems = [(name, "Additional property is not allowed") for name in values if name not in _FIELDS]
+    problems = [(name, "Additional property is not allowed") for name in values if name not in FLUX_PULID_FIELDS]
     face = values.get("main_face_image")
     if face is None:
         problems.append(("main_face_image", "main_face_image is required"))
@@ -243,34 +220,12 @@ def validate_input(values: Any, file_urls: set[str]) -> list[tuple[str, str]]:
         problems.append(("main_face_image", "Does not match format 'uri' of a readable image"))
     elif face.startswith("data:") and len(face) > 400 * 1024:
         problems.append(("main_face_image", "data URLs are for files of 256 KB or less"))
-    limits: dict[str, tuple[float, float, bool]] = {
-        "width": (256, 1536, True),
-        "height": (256, 1536, True),
-        "num_steps": (1, 20, True),
-        "start_step": (0, 10, True),
-        "guidance_scale": (1, 10, False),
-        "id_weight": (0, 3, False),
-        "true_cfg": (1, 10, False),
-        "max_sequence_length": (128, 512, True),
-        "num_outputs": (1, 4, True),
-        "output_quality": (1, 100, True),
-    }
-    for name, (low, high, integer) in limits.items():
-        if name in values:
-            problem = number_problem(name, values[name], low, high, integer=integer)
-            if problem:
-                problems.append((name, problem))
+    problems += flux_pulid_number_problems(values)
     if "output_format" in values and values["output_format"] not in ("png", "jpg", "webp"):
         problems.append(("output_format", "output_format must be one of: png, jpg, webp"))
     return problems
 
 
-@asynccontextmanager
-async def start_replicate(**kwargs: Any) -> AsyncIterator[FakeReplicate]:
-    """Run a FakeReplicate on 127.0.0.1 for the duration of the block."""
-    fake = FakeReplicate(**kwargs)
-    await fake.start()
-    try:
-        yield fake
-    finally:
-        await fake.close()
+def start_replicate(**kwargs: Any) -> FakeReplicate:
+    """A FakeReplicate to run on 127.0.0.1 for the duration of an ``async with`` block."""
+    return FakeReplicate(**kwargs)

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
 
@@ -16,9 +15,10 @@ from aiohttp import web
 
 from tests.fakes.providers_common import (
     CONTENT_TYPES,
+    FLUX_PULID_FIELDS,
     FakeProvider,
+    flux_pulid_number_problems,
     is_image_reference,
-    number_problem,
     origin,
     tiny_image,
 )
@@ -48,9 +48,10 @@ class FakeSegmind(FakeProvider):
     def _error(status: int, message: str) -> web.Response:
         return web.json_response({"error": message}, status=status)
 
+    def refuse(self, request: web.Request) -> web.Response | None:
+        return None if request.headers.get("x-api-key") == self.key else self._error(401, "Invalid API key")
+
     async def _generate(self, request: web.Request) -> web.Response:
-        if request.headers.get("x-api-key") != self.key:
-            return self._error(401, "Invalid API key")
         if self.credits <= 0:
             return self._error(406, "Not enough credits")
         try:
@@ -79,53 +80,25 @@ class FakeSegmind(FakeProvider):
             self.job_finished()
 
 
-_FIELDS = {
-    "main_face_image", "prompt", "negative_prompt", "width", "height", "num_steps", "start_step",
-    "guidance_scale", "id_weight", "true_cfg", "max_sequence_length", "num_outputs", "output_format",
-    "output_quality", "seed",
-}  # fmt: skip
-
-_LIMITS: dict[str, tuple[float, float, bool]] = {
-    "width": (256, 1536, True),
-    "height": (256, 1536, True),
-    "num_steps": (1, 20, True),
-    "start_step": (0, 10, True),
-    "guidance_scale": (1, 10, False),
-    "id_weight": (0, 3, False),
-    "true_cfg": (1, 10, False),
-    "max_sequence_length": (128, 512, True),
-    "num_outputs": (1, 4, True),
-    "output_quality": (1, 100, True),
-}
-
-
 def validate(payload: Any) -> str | None:
     """The first problem with a request body, following the model page's parameter table."""
     if not isinstance(payload, dict):
         return "Request body must be a JSON object"
-    extra = sorted(set(payload) - _FIELDS)
+    extra = sorted(set(payload) - FLUX_PULID_FIELDS)
     if extra:
         return f"Unknown parameter: {extra[0]}"
     if not isinstance(payload.get("prompt"), str) or not payload["prompt"]:
         return "prompt is required"
     if not is_image_reference(payload.get("main_face_image")):
         return "main_face_image is required: an image URL or base64 image"
-    for name, (low, high, integer) in _LIMITS.items():
-        if name in payload:
-            problem = number_problem(name, payload[name], low, high, integer=integer)
-            if problem:
-                return problem
+    problems = flux_pulid_number_problems(payload)
+    if problems:
+        return problems[0][1]
     if payload.get("output_format", "webp") not in ("png", "jpg", "webp"):
         return "output_format must be one of png, jpg, webp"
     return None
 
 
-@asynccontextmanager
-async def start_segmind(**kwargs: Any) -> AsyncIterator[FakeSegmind]:
-    """Run a FakeSegmind on 127.0.0.1 for the duration of the block."""
-    fake = FakeSegmind(**kwargs)
-    await fake.start()
-    try:
-        yield fake
-    finally:
-        await fake.close()
+def start_segmind(**kwargs: Any) -> FakeSegmind:
+    """A FakeSegmind to run on 127.0.0.1 for the duration of an ``async with`` block."""
+    return FakeSegmind(**kwargs)

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from aiohttp import web
 
-from tests.fakes.providers_common import CONTENT_TYPES, FakeProvider, number_problem, origin, tiny_image
+from tests.fakes.providers_common import CONTENT_TYPES, FakeProvider, number_problem, origin, tick, tiny_image
 
 KEY = "ws-test-key"
 _SIZE = re.compile(r"^(\d+)\*(\d+)$")
@@ -80,7 +79,7 @@ class FakeWaveSpeed(FakeProvider):
         r.add_get("/api/v3/predictions/{tid}", self._result, name="prediction")
         r.add_post("/api/v3/media/upload/binary", self._upload, name="upload")
 
-    def _authorized(self, request: web.Request) -> web.Response | None:
+    def refuse(self, request: web.Request) -> web.Response | None:
         if request.headers.get("Authorization") != f"Bearer {self.key}":
             return web.json_response(envelope(None, 401, "Unauthorized: invalid API key"), status=401)
         return None
@@ -99,9 +98,6 @@ class FakeWaveSpeed(FakeProvider):
         }
 
     async def _submit(self, request: web.Request) -> web.Response:
-        denied = self._authorized(request)
-        if denied:
-            return denied
         if self.out_of_credit:
             # The balance failure is not documented; it is modelled inside the envelope.
             return web.json_response(envelope(None, 400, "Insufficient balance, please top up your account"))
@@ -154,14 +150,8 @@ class FakeWaveSpeed(FakeProvider):
         return None
 
     def _advance(self, task: Task, request: web.Request) -> None:
-        if task.finished or task.script.stuck:
-            return
-        task.polls += 1
-        if task.polls <= task.script.created_ticks:
-            task.status = "created"
-        elif task.polls <= task.script.created_ticks + task.script.processing_ticks:
-            task.status = "processing"
-        else:
+        phases = (("created", task.script.created_ticks), ("processing", task.script.processing_ticks))
+        if tick(task, phases, stuck=task.script.stuck):
             self._finish(task, request)
 
     def _finish(self, task: Task, request: web.Request) -> None:
@@ -182,9 +172,6 @@ class FakeWaveSpeed(FakeProvider):
         task.nsfw = [nsfw]
 
     async def _result(self, request: web.Request) -> web.Response:
-        denied = self._authorized(request)
-        if denied:
-            return denied
         task = self.tasks.get(request.match_info["tid"])
         if task is None:
             return web.json_response(envelope(None, 404, "prediction not found"), status=404)
@@ -192,9 +179,6 @@ class FakeWaveSpeed(FakeProvider):
         return web.json_response(envelope(self._task_body(request, task)))
 
     async def _upload(self, request: web.Request) -> web.Response:
-        denied = self._authorized(request)
-        if denied:
-            return denied
         if not request.content_type.startswith("multipart/"):
             return web.json_response(envelope(None, 400, "expected multipart/form-data"), status=400)
         form = await request.post()
@@ -211,12 +195,6 @@ class FakeWaveSpeed(FakeProvider):
         )
 
 
-@asynccontextmanager
-async def start_wavespeed(**kwargs: Any) -> AsyncIterator[FakeWaveSpeed]:
-    """Run a FakeWaveSpeed on 127.0.0.1 for the duration of the block."""
-    fake = FakeWaveSpeed(**kwargs)
-    await fake.start()
-    try:
-        yield fake
-    finally:
-        await fake.close()
+def start_wavespeed(**kwargs: Any) -> FakeWaveSpeed:
+    """A FakeWaveSpeed to run on 127.0.0.1 for the duration of an ``async with`` block."""
+    return FakeWaveSpeed(**kwargs)

@@ -1,1 +1,1 @@
-"""Remote provider backends: one module per provider, all sharing the HTTP rules in ``http``."""
+"""Remote provider backends: one module per provider on the shared job lifecycle (``remote``) and client."""

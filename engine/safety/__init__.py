@@ -1,0 +1,22 @@
+"""Output safety: an image classifier for renders that no provider has vouched for, and the policy for them."""
+
+from engine.safety.classifier import (
+    DEFAULT_MODEL,
+    SafetyClassifier,
+    SafetyModelError,
+    SafetyModelSource,
+    SafetyVerdict,
+    ViTSafetyClassifier,
+)
+from engine.safety.settings import SafetyPolicy, SafetySettings
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "SafetyClassifier",
+    "SafetyModelError",
+    "SafetyModelSource",
+    "SafetyPolicy",
+    "SafetySettings",
+    "SafetyVerdict",
+    "ViTSafetyClassifier",
+]

@@ -66,6 +66,23 @@ def _extras(record: logging.LogRecord) -> dict[str, object]:
     return {k: v for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")}
 
 
+class ReraisedByLibrary(logging.Filter):
+    """Drops a library's log of an error it raises to our caller anyway, which reports it once, as one line."""
+
+    def __init__(self, messages: Iterable[str]) -> None:
+        super().__init__()
+        self.messages = frozenset(messages)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg not in self.messages
+
+
+# python-telegram-bot logs, with a traceback, a start-up step it gives up on (setting the webhook, dropping it
+# before polling), then raises the same error to the Telegram front end's start. Only steps with a retry
+# limit give up this way; polling retries for ever, so nothing that happens while running is dropped.
+TELEGRAM_ABORTED_START = ("%s Failed run number %s of %s. Aborting.",)
+
+
 def configure(*, fmt: str, level: str, secrets: Iterable[str], stream: object = None) -> None:
     handler = logging.StreamHandler(stream or sys.stderr)  # type: ignore[arg-type]
     handler.setFormatter(JsonFormatter() if fmt == "json" else KeyValueFormatter())
@@ -76,3 +93,6 @@ def configure(*, fmt: str, level: str, secrets: Iterable[str], stream: object = 
     # httpx logs every request URL, and Telegram's URLs carry the bot token.
     for noisy in ("httpx", "httpcore", "alembic", "telegram.ext.ExtBot", "discord.gateway", "discord.http"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    network_loop = logging.getLogger("telegram.ext")
+    network_loop.filters[:] = [f for f in network_loop.filters if not isinstance(f, ReraisedByLibrary)]
+    network_loop.addFilter(ReraisedByLibrary(TELEGRAM_ABORTED_START))

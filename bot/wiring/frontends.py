@@ -53,13 +53,19 @@ async def stop_frontends(frontends: dict[str, FrontEnd]) -> None:
 @contextlib.contextmanager
 def _telegram_failures(settings: TelegramSettings) -> Iterator[None]:
     """python-telegram-bot's start-up errors (a rejected token, an unreachable server) as operator errors."""
-    from telegram.error import InvalidToken, NetworkError, TelegramError
+    from telegram.error import BadRequest, InvalidToken, NetworkError, TelegramError
 
     try:
         yield
     except InvalidToken:
         # Its own message quotes the token.
         raise OperatorError("Telegram rejected the bot token (LIKENESS_TELEGRAM__TOKEN)") from None
+    except BadRequest as exc:  # a NetworkError to python-telegram-bot, but the server answered
+        if settings.webhook_url:
+            raise OperatorError(
+                f"Telegram refused the webhook (LIKENESS_TELEGRAM__WEBHOOK_URL): {exc.message}"
+            ) from None
+        raise OperatorError(f"Telegram refused the start: {exc.message}") from None
     except NetworkError as exc:
         raise OperatorError(
             f"cannot reach the Telegram Bot API at {settings.base_url} (LIKENESS_TELEGRAM__BASE_URL): {exc.message}"

@@ -102,6 +102,49 @@ async def test_token_the_telegram_server_rejects_is_one_line(tmp_path: Path) -> 
     assert FOREIGN_TOKEN.split(":")[1] not in ended.stderr + ended.stdout
 
 
+def telegram_env(telegram: FakeTelegram, **extra: str) -> dict[str, str]:
+    return {
+        "LIKENESS_TELEGRAM__TOKEN": telegram.token,
+        "LIKENESS_TELEGRAM__BASE_URL": telegram.base_url,
+        "LIKENESS_TELEGRAM__BASE_FILE_URL": telegram.base_file_url,
+        "LIKENESS_METRICS__ADDRESS": "",
+        **extra,
+    }
+
+
+async def test_webhook_the_telegram_server_refuses_is_one_line(tmp_path: Path) -> None:
+    async with FakeTelegram() as telegram:
+        env = telegram_env(
+            telegram,
+            LIKENESS_TELEGRAM__WEBHOOK_URL="ftp://bot.example/hook",
+            LIKENESS_TELEGRAM__WEBHOOK_LISTEN="127.0.0.1:0",
+        )
+        ended = await likeness(tmp_path, "run", **env)
+        assert telegram.webhook_url is None
+    assert ended.code == 1
+    line = one_line(ended)  # python-telegram-bot's own traceback of the same failure is not printed
+    assert line.startswith("likeness: Telegram refused the webhook (LIKENESS_TELEGRAM__WEBHOOK_URL): ")
+    assert "https" in line  # the server's reason
+
+
+async def test_webhook_listen_address_in_use_is_one_line(tmp_path: Path) -> None:
+    async with FakeTelegram() as telegram:
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            listen = f"127.0.0.1:{taken.getsockname()[1]}"
+            env = telegram_env(
+                telegram,
+                LIKENESS_TELEGRAM__WEBHOOK_URL="https://bot.example/telegram",
+                LIKENESS_TELEGRAM__WEBHOOK_LISTEN=listen,
+            )
+            ended = await likeness(tmp_path, "run", **env)
+    assert ended.code == 1
+    line = one_line(ended)
+    assert line.startswith(f"likeness: LIKENESS_TELEGRAM__WEBHOOK_LISTEN: cannot listen on {listen}: ")
+    assert "in use" in line
+
+
 async def test_token_discord_rejects_is_one_line(tmp_path: Path) -> None:
     async with FakeDiscord() as discord:
         ended = await likeness(

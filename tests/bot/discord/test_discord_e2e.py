@@ -13,8 +13,8 @@ from bot import messages
 from bot.discord.frontend import DiscordStartError
 from bot.discord.sync import sync_commands
 from bot.intake import MAX_BYTES
-from bot.service.actors import Actor
 from bot.service.account import Account
+from bot.service.actors import Actor
 from bot.service.replies import Reply
 from bot.settings import Settings
 from engine.request import size_for_aspect

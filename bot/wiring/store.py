@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 from bot.errors import OperatorError
 from bot.settings import Settings
 from storage import migrate
 from storage.blobs import LocalBlobStore
 from storage.db import Database
+
+log = logging.getLogger(__name__)
 
 
 async def open_database(settings: Settings) -> Database:
@@ -21,6 +25,7 @@ async def open_database(settings: Settings) -> Database:
         await db.dispose()
         raise
     except Exception as exc:  # the driver's own errors: unreachable server, refused login, unwritable file
+        log.debug("opening the database failed", exc_info=True)
         await db.dispose()
         raise OperatorError(f"cannot open the database (LIKENESS_DATABASE_URL): {_first_line(exc)}") from exc
     return db
@@ -32,6 +37,7 @@ async def upgrade_database(settings: Settings) -> None:
     try:
         await db.upgrade()
     except Exception as exc:
+        log.debug("upgrading the database failed", exc_info=True)
         raise OperatorError(f"cannot upgrade the database (LIKENESS_DATABASE_URL): {_first_line(exc)}") from exc
     finally:
         await db.dispose()

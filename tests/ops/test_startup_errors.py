@@ -198,10 +198,13 @@ async def test_malformed_database_url_is_named_without_its_password(tmp_path: Pa
     assert "hunter2secret" not in ended.stderr + ended.stdout
 
 
-async def test_unreachable_database_is_one_line_without_its_password(tmp_path: Path, closed_port: int) -> None:
+@pytest.mark.parametrize("command", [("worker",), ("db", "upgrade"), ("admin", "stats")])
+async def test_unreachable_database_is_one_line_without_its_password(
+    tmp_path: Path, closed_port: int, command: tuple[str, ...]
+) -> None:
     url = f"postgresql://likeness:hunter2secret@127.0.0.1:{closed_port}/likeness"
-    ended = await likeness(tmp_path, "worker", LIKENESS_DATABASE_URL=url)
+    ended = await likeness(tmp_path, *command, LIKENESS_DATABASE_URL=url)
     assert ended.code == 1
     line = one_line(ended)
-    assert line.startswith("likeness: cannot open the database (LIKENESS_DATABASE_URL): ")
+    assert line.startswith("likeness: cannot ") and " the database (LIKENESS_DATABASE_URL): " in line
     assert "hunter2secret" not in ended.stderr + ended.stdout

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from PIL import Image
 
-from .discord import FakeDiscord, InteractionRecord, SentMessage, Upload, discord_py_endpoints
+from tests.fakes.discord import FakeDiscord, InteractionRecord, SentMessage, Upload, discord_py_endpoints
 
 _AUDIOOP_WARNING = "'audioop' is deprecated and slated for removal in Python 3.13"
 with warnings.catch_warnings():

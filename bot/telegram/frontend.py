@@ -136,9 +136,10 @@ class TelegramFrontEnd:
             await self.app.updater.start_polling(allowed_updates=Update.ALL_TYPES, poll_interval=0.0)
 
     async def stop(self) -> None:
-        await self._albums.close()
         if self.app.updater is not None and self.app.updater.running:
             await self.app.updater.stop()
+        # No more updates come in; albums being handled still need the bot, so they finish first.
+        await self._albums.close()
         if self.app.running:
             await self.app.stop()
         await self.app.shutdown()

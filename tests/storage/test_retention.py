@@ -194,8 +194,9 @@ async def test_retention_loop_sweeps_until_stopped(scene: Scene) -> None:
     loop = asyncio.create_task(
         retention_loop(scene.db, scene.blobs, days=30, interval_s=3600, stop=stop, clock=lambda: NOW)
     )
-    for _ in range(200):
-        if (await scene.job("old"))[1]:
+    # The sweep deletes the blob after the transaction that expired the job commits: wait for both.
+    for _ in range(3000):
+        if (await scene.job("old"))[1] and not await scene.blobs.exists(face):
             break
         await asyncio.sleep(0.01)
     assert await scene.job("old") == (JobState.FAILED, True)

@@ -22,10 +22,11 @@ from engine.dispatch import Dispatcher
 from engine.events import JobProgress, ProgressHub, ProgressKind
 from engine.routing import Router
 from engine.settings import DispatchSettings
-from storage import jobs, quota
+from storage import jobs
 from storage.blobs import LocalBlobStore
 from storage.db import Database
 from storage.settings import QueueSettings
+from storage.users import ensure_user
 
 EXTRA_BATCHES = 8
 
@@ -81,7 +82,7 @@ async def main() -> None:
         users = []
         for i in range(100):
             user = await db.write(
-                quota.ensure_user, platform="telegram", platform_user_id=str(i), now=time.time(), welcome_credits=10**6
+                ensure_user, platform="telegram", platform_user_id=str(i), now=time.time(), welcome_credits=10**6
             )
             users.append(user.id or 0)
         backend = InstantBackend()

@@ -15,15 +15,16 @@ from pathlib import Path
 
 import asyncpg
 
-from storage import jobs, quota
+from storage import jobs
 from storage.db import Database
+from storage.users import ensure_user
 
 
 async def _users(db: Database, count: int, credits: int) -> list[int]:
     ids = []
     for i in range(count):
         user = await db.write(
-            quota.ensure_user,
+            ensure_user,
             platform="telegram",
             platform_user_id=str(i),
             now=time.time(),

@@ -39,8 +39,10 @@ class DlibJudge:
 
     HOG finds faces of about 80 pixels and more; images whose longer side is at most ``upsample_below_px``
     are searched at twice their size (faces from 40 pixels), and images larger than ``max_detect_px`` are
-    searched at that size, which bounds the time per photo. Landmarks and embeddings always use the
-    full-resolution image. One call at a time per instance (a lock serialises them).
+    searched at that size, which bounds the time per photo. A larger image in which nothing was found is
+    searched once more at twice the size, so that a small face is reported as small rather than missing.
+    Landmarks and embeddings always use the full-resolution image. One call at a time per instance (a
+    lock serialises them).
     """
 
     name = "dlib-resnet-v1"
@@ -85,6 +87,8 @@ class DlibJudge:
         upsample = 1 if longest <= self._upsample_below_px else 0
         with self._lock:
             rects, scores, _ = self._detector.run(searched, upsample, self._threshold)
+            if not rects and not upsample:
+                rects, scores, _ = self._detector.run(searched, 1, self._threshold)
             faces = []
             for rect, score in zip(rects, scores, strict=True):
                 # Boxes may reach past the image's edges (a face cut by the frame); they are kept as found,

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.judge import DlibJudge, JudgeUnavailableError
+from engine.judge import DlibJudge, JudgeSettings, JudgeUnavailableError, Refusal, RefusalReason, enroll
 from engine.judge.dlib_judge import RECOGNIZER_FILE, SHAPE_FILE, packaged_models_dir
 from tests.engine.judge import photos
 
@@ -40,13 +40,19 @@ def test_a_large_image_is_searched_at_a_bounded_size_and_boxes_come_back_in_its_
     assert large.side == pytest.approx(3 * small.side, rel=0.15)
 
 
-def test_a_small_image_is_searched_enlarged(judge: DlibJudge) -> None:
-    # A face of about 55 px is below HOG's 80-px window: found only because small images are searched
-    # at twice their size.
+def test_small_faces_are_found_by_searching_enlarged(judge: DlibJudge, settings: JudgeSettings) -> None:
+    # A face of about 55 px is below HOG's 80-px window. A small image is searched at twice its size at
+    # once; a large one is searched again enlarged when nothing was found at its own size.
     thumbnail = photos.scaled(photos.tom(), 0.6)
-    assert DlibJudge(upsample_below_px=0).detect(thumbnail) == []
     [face] = judge.detect(thumbnail)
     assert 45 < face.box.side < 65
+    canvas = np.full((900, 1200, 3), 110, dtype=np.uint8)
+    canvas[300 : 300 + thumbnail.shape[0], 500 : 500 + thumbnail.shape[1]] = thumbnail
+    [found] = judge.detect(canvas)
+    assert found.box.left == pytest.approx(500 + face.box.left, abs=8)
+    refusal = enroll(judge, [canvas], settings)
+    assert isinstance(refusal, Refusal) and refusal.reason == RefusalReason.FACE_TOO_SMALL
+    assert refusal.measured == found.box.side and refusal.limit == settings.min_face_px
 
 
 def test_embeddings_are_deterministic_128_d_vectors(judge: DlibJudge) -> None:

@@ -28,6 +28,13 @@ def granted(user: str, amount: int, balance: int) -> str:
     return f"{verb} {abs(amount)} credits {'to' if amount >= 0 else 'from'} {user}; balance now {balance}."
 
 
+def take_away_refused(user: str, available: int) -> str:
+    return (
+        f"Not taken: {user} has {available} credits free (the rest is held for jobs in progress). "
+        f"Take away at most {available}."
+    )
+
+
 def limit_set(target: str, jobs: int) -> str:
     who = "the default" if target == "default" else target
     return f"Daily job limit for {who} set to {jobs}."
@@ -71,6 +78,8 @@ def refusal(refused: QuotaRefused) -> str:
             "Ask an admin for more."
         )
     if refused.reason is RefusalReason.DAILY_LIMIT:
+        if refused.limit <= 0:
+            return "New jobs are switched off for you: your daily limit is 0 jobs."
         return f"You've reached today's limit of {refused.limit} jobs. It resets at midnight UTC."
     return "Something is off with your account; try /start."
 

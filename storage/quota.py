@@ -63,10 +63,11 @@ _RESERVE = (
         _u.id == bindparam("uid"),
         _u.banned.is_(False),
         or_(_u.unlimited.is_(True), _u.credits - _u.reserved >= bindparam("cost")),
+        # Jobs counted today (none yet on a new day) under the limit in force, so a limit of 0 allows none.
         or_(
             _u.unlimited.is_(True),
-            _u.day != bindparam("today"),
-            _u.day_jobs < func.coalesce(_u.daily_jobs_limit, _GLOBAL_DAILY, bindparam("daily_default")),
+            case((_u.day == bindparam("today"), _u.day_jobs), else_=0)
+            < func.coalesce(_u.daily_jobs_limit, _GLOBAL_DAILY, bindparam("daily_default")),
         ),
     )
     .values(
@@ -122,10 +123,20 @@ def refusal(*, session: Connection, user_id: int, cost: int, daily_jobs_default:
         return QuotaRefused(RefusalReason.BANNED)
     if not row.unlimited and row.credits - row.reserved < cost:
         return QuotaRefused(RefusalReason.NO_CREDITS, needed=cost, available=row.credits - row.reserved)
-    limit = row.daily_jobs_limit
-    if limit is None:
-        limit = session.execute(select(_GLOBAL_DAILY)).scalar() or daily_jobs_default
-    return QuotaRefused(RefusalReason.DAILY_LIMIT, limit=int(limit))
+    return QuotaRefused(
+        RefusalReason.DAILY_LIMIT,
+        limit=daily_limit(session=session, user_id=user_id, daily_jobs_default=daily_jobs_default),
+    )
+
+
+def daily_limit(*, session: Connection, user_id: int, daily_jobs_default: int) -> int:
+    """The daily job limit in force for the user: their own, else the global one, else the configured
+    default. Zero is a limit like any other (no jobs), not a missing one."""
+    row = session.execute(
+        select(func.coalesce(_u.daily_jobs_limit, _GLOBAL_DAILY, bindparam("daily_default"))).where(_u.id == user_id),
+        {"daily_default": daily_jobs_default},
+    ).first()
+    return int(daily_jobs_default if row is None else row[0])
 
 
 def commit(*, session: Connection, user_id: int, job_id: str, cost: int, now: float) -> None:
@@ -144,13 +155,28 @@ def refund(
     record_entry(session, user_id, job_id, LedgerKind.REFUND, cost, now)
 
 
+class TakeAwayRefused(Exception):
+    """Taking away more credits than the user has free (credits held for their jobs in progress are not
+    free: charging those would push the balance below zero). Nothing was written."""
+
+    def __init__(self, available: int) -> None:
+        super().__init__(available)
+        self.available = available
+
+
 def grant(*, session: Connection, user_id: int, amount: int, actor: str, now: float, note: str = "") -> tuple[int, int]:
-    """Add credits (negative takes them away, never below zero). Returns (change made, new balance)."""
-    current = session.execute(select(_u.credits).where(_u.id == user_id)).scalar_one()
-    delta = max(amount, -int(current))
-    row = session.execute(
-        update(t.users).where(_u.id == user_id).values(credits=_u.credits + delta).returning(_u.credits)
-    ).one()
-    kind = LedgerKind.GRANT if delta >= 0 else LedgerKind.ADJUST
-    record_entry(session, user_id, None, kind, delta, now, actor=actor, note=note)
-    return delta, int(row.credits)
+    """Add credits; a negative amount takes them away. Returns (change made, new balance).
+
+    Raises TakeAwayRefused when the take-away is more than the free balance (credits minus those held).
+    """
+    change = update(t.users).where(_u.id == user_id).values(credits=_u.credits + amount).returning(_u.credits)
+    if amount < 0:
+        # Checked in the update itself, so a job reserved meanwhile cannot be overdrawn.
+        change = change.where(_u.credits - _u.reserved + amount >= 0)
+    row = session.execute(change).first()
+    if row is None:
+        free = session.execute(select(_u.credits - _u.reserved).where(_u.id == user_id)).scalar_one()
+        raise TakeAwayRefused(max(0, int(free)))
+    kind = LedgerKind.GRANT if amount >= 0 else LedgerKind.ADJUST
+    record_entry(session, user_id, None, kind, amount, now, actor=actor, note=note)
+    return amount, int(row.credits)

@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
 from storage import tables as t
-from storage.states import UNFINISHED_STATES, JobState, LedgerKind
+from storage.states import UNFINISHED_STATES, DeliveryState, JobState, LedgerKind
 
 
 @dataclass(frozen=True)
@@ -26,8 +26,11 @@ def find_drift(*, session: Connection) -> list[Drift]:
     """Check the quota invariants; an empty list means the books balance.
 
     - a user's ``reserved`` equals the cost of their unfinished jobs, ``running`` their running jobs;
-    - every job has one reserve, and once finished exactly one commit or refund (none before);
-    - a user's ``credits`` equal their grants and adjustments minus their commits.
+    - every job has one reserve, and once finished exactly one commit or refund (none before), except a
+      charged result that could not be delivered: a commit, then a refund, which the credits include;
+    - a user's ``credits`` equal their grants and adjustments minus their commits;
+    - no user (other than an unlimited one, who is never charged) has less credit than their jobs hold:
+      a negative free balance means a job was, or will be, charged from credits that are not there.
     """
     drift: list[Drift] = []
     j, u, led = t.jobs.c, t.users.c, t.ledger.c
@@ -45,6 +48,8 @@ def find_drift(*, session: Connection) -> list[Drift]:
             u.id,
             u.reserved,
             u.running,
+            u.credits,
+            u.unlimited,
             func.coalesce(in_flight.c.cost, 0).label("cost"),
             func.coalesce(running.c.jobs, 0).label("running_jobs"),
         )
@@ -56,6 +61,8 @@ def find_drift(*, session: Connection) -> list[Drift]:
             drift.append(Drift("reserved", row.id, None, int(row.cost), int(row.reserved)))
         if int(row.running) != int(row.running_jobs):
             drift.append(Drift("running", row.id, None, int(row.running_jobs), int(row.running)))
+        if not row.unlimited and int(row.credits) < int(row.reserved):
+            drift.append(Drift("negative_balance", row.id, None, 0, int(row.credits) - int(row.reserved)))
 
     settled = (
         select(led.job_id, func.count().label("n"))
@@ -74,6 +81,7 @@ def find_drift(*, session: Connection) -> list[Drift]:
             j.id,
             j.user_id,
             j.state,
+            j.delivery_state,
             func.coalesce(settled.c.n, 0).label("settled"),
             func.coalesce(reserves.c.n, 0).label("reserves"),
         )
@@ -85,14 +93,20 @@ def find_drift(*, session: Connection) -> list[Drift]:
         if int(row.reserves) != 1:
             drift.append(Drift("reserve_entries", row.user_id, row.id, 1, int(row.reserves)))
         expected = 0 if row.state in unfinished else 1
+        if row.state == JobState.SUCCEEDED and row.delivery_state == DeliveryState.UNDELIVERABLE and row.settled == 2:
+            expected = 2  # charged, then refunded as undeliverable
         if int(row.settled) != expected:
             drift.append(Drift("settle_entries", row.user_id, row.id, expected, int(row.settled)))
 
+    # Ledger rows outlive forgotten jobs, so a refund after a charge is found from the ledger alone.
+    commits = t.ledger.alias("commits")
+    charged = select(commits.c.job_id).where(commits.c.kind == LedgerKind.COMMIT)
     movements = (
         select(
             led.user_id,
             func.sum(led.amount).filter(led.kind.in_([LedgerKind.GRANT, LedgerKind.ADJUST])).label("granted"),
             func.sum(led.amount).filter(led.kind == LedgerKind.COMMIT).label("spent"),
+            func.sum(led.amount).filter(led.kind == LedgerKind.REFUND, led.job_id.in_(charged)).label("returned"),
         )
         .group_by(led.user_id)
         .subquery()
@@ -104,12 +118,13 @@ def find_drift(*, session: Connection) -> list[Drift]:
             u.unlimited,
             func.coalesce(movements.c.granted, 0).label("granted"),
             func.coalesce(movements.c.spent, 0).label("spent"),
+            func.coalesce(movements.c.returned, 0).label("returned"),
         ).outerjoin(movements, movements.c.user_id == u.id)
     )
     for row in rows:
         if row.unlimited:
             continue
-        expected = int(row.granted) - int(row.spent)
+        expected = int(row.granted) - int(row.spent) + int(row.returned)
         if int(row.credits) != expected:
             drift.append(Drift("credits", row.id, None, expected, int(row.credits)))
     return drift

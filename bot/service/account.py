@@ -12,7 +12,7 @@ from bot.errors import UserError
 from bot.service.actors import Actor
 from bot.service.replies import Action, Button, Reply
 from bot.service.users import Users
-from storage import history, scopes
+from storage import history, quota
 from storage.blobs import BlobStore
 from storage.db import Database
 from storage.quota import utc_day
@@ -64,16 +64,13 @@ class Account:
     async def quota(self, actor: Actor) -> Reply:
         user = await self.users.of(actor)
         used = user.day_jobs if user.day == utc_day(self.clock()) else 0
-        limit = user.daily_jobs_limit
-        if limit is None:
-            scope = await self.db.read(scopes.get_scope, scope=scopes.GLOBAL_SCOPE)
-            limit = scope.daily_jobs or self.credits.daily_jobs
+        limit = await self.db.read(quota.daily_limit, user_id=user.id or 0, daily_jobs_default=self.credits.daily_jobs)
         return Reply(
             messages.quota_text(
                 available=user.credits - user.reserved,
                 reserved=user.reserved,
                 used_today=used,
-                daily_limit=int(limit),
+                daily_limit=limit,
                 per_image=self.credits.per_image,
                 unlimited=user.unlimited,
             )

@@ -93,15 +93,18 @@ class AdminService:
         amount = self._int("Credits", amount_text)
         user = await self._user(actor, ref)
         target = f"{user.platform}:{user.platform_user_id}"
-        change, balance = await self._audited(
-            actor,
-            "grant",
-            target,
-            lambda session: quota.grant(
-                session=session, user_id=user.id or 0, amount=amount, actor=actor.key, now=self.clock()
-            ),
-            amount=amount,
-        )
+        try:
+            change, balance = await self._audited(
+                actor,
+                "grant",
+                target,
+                lambda session: quota.grant(
+                    session=session, user_id=user.id or 0, amount=amount, actor=actor.key, now=self.clock()
+                ),
+                amount=amount,
+            )
+        except quota.TakeAwayRefused as refused:
+            raise UserError(messages.take_away_refused(target, refused.available)) from None
         return messages.granted(target, change, balance)
 
     async def limit(self, actor: Actor, ref: str, jobs_text: str) -> str:

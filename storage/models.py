@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, String, UniqueConstraint, text
+from sqlalchemy import JSON, Column, Index, Integer, String, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from storage.states import DeliveryState, JobState, Tier
@@ -102,6 +102,11 @@ class Job(SQLModel, table=True):
     delivery_state: DeliveryState = Field(default=DeliveryState.NONE, sa_type=String(16))
     delivery_path: str | None = Field(default=None, max_length=32)
     delivery_attempts: int = 0
+    # Messages of the reply already posted: a retry resumes after them. Defaulted by the database, so
+    # code that predates the column can still insert jobs.
+    delivery_parts: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default=text("0")))
+    delivery_next_at: float | None = None  # the next try after a failed one; None: as soon as possible
+    delivery_failing_since: float | None = None  # the first failed try: the retry window counts from it
     error: str | None = Field(default=None, max_length=64)
     error_detail: str | None = Field(default=None, max_length=1024)
     expired: bool = False  # photos and outputs removed by retention; the row stays as history

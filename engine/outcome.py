@@ -14,6 +14,7 @@ from storage import jobs
 from storage.blobs import BlobStore
 from storage.db import Database
 from storage.models import Job
+from storage.states import JobState
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,10 @@ async def record(
                 spend_usd=result.spend_usd,
                 now=clock.time(),
             )
-            if done:
+            if done == JobState.CANCELLED:  # the user's cancel arrived before the result: refunded
+                log.info("job cancelled as its render finished", extra={"job_id": job.id})
+                _finished(metrics, clock, backend, "cancelled", job, result.spend_usd)
+            elif done:
                 log.info("job succeeded on %s images=%d", backend, len(images), extra={"job_id": job.id})
                 _finished(metrics, clock, backend, "succeeded", job, result.spend_usd)
             return True

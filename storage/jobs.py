@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Float, and_, bindparam, func, literal_column, or_, select, update
+from sqlalchemy import Float, and_, bindparam, case, func, literal_column, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
@@ -145,6 +145,7 @@ _CANDIDATE = (
         t.QUEUED,
         _j.run_after <= bindparam("now"),
         _u.running < _CAP,
+        _u.banned.is_(False),  # a ban cancels the user's queue; this covers a ban set by other means
         _j.user_id.not_in(bindparam("excluded", expanding=True)),
     )
     .order_by(_j.fair_key, _j.created_at, _j.id)
@@ -242,6 +243,11 @@ _FINISH = (
     )
     .returning(_j.user_id, _j.cost, _j.created_at)
 )
+# A render that finishes after its user asked to cancel ends cancelled and refunded, as the user was told.
+_COMPLETE = _FINISH.values(
+    state=case((_j.cancel_requested, literal_column("'cancelled'")), else_=bindparam("outcome")),
+    error=case((_j.cancel_requested, literal_column("'cancelled'")), else_=bindparam("reason")),
+).returning(_j.state)
 _RELEASE_SLOT = update(t.users).where(_u.id == bindparam("uid")).values(running=_u.running - 1)
 
 
@@ -257,9 +263,10 @@ def _finish(
     spend_usd: float = 0.0,
     seed: str | None = None,
     backend: str | None = None,
+    statement: Any = _FINISH,
 ) -> Any:
     return session.execute(
-        _FINISH,
+        statement,
         {
             "job": job_id,
             "att": attempt,
@@ -284,11 +291,28 @@ def complete(
     backend: str | None = None,
     seed: str | None = None,
     spend_usd: float = 0.0,
-) -> bool:
-    """running → succeeded, charging the reservation. False if this attempt no longer owns the job."""
-    row = _finish(session, job_id, attempt, JobState.SUCCEEDED, now, spend_usd=spend_usd, seed=seed, backend=backend)
+) -> JobState | None:
+    """running → succeeded, charging the reservation; None if this attempt no longer owns the job.
+
+    If a cancel was requested meanwhile (the worker had not seen it yet) the job ends cancelled and refunded
+    instead, without its images: the user was told they would not be charged."""
+    row = _finish(
+        session,
+        job_id,
+        attempt,
+        JobState.SUCCEEDED,
+        now,
+        spend_usd=spend_usd,
+        seed=seed,
+        backend=backend,
+        statement=_COMPLETE,
+    )
     if row is None:
-        return False
+        return None
+    if row.state == JobState.CANCELLED:
+        _refund(session, job_id, row, now, was_running=True)
+        add_event(session=session, job_id=job_id, kind="cancelled", now=now)
+        return JobState.CANCELLED
     quota.commit(session=session, user_id=row.user_id, job_id=job_id, cost=row.cost, now=now)
     if images:
         session.execute(
@@ -310,7 +334,7 @@ def complete(
         )
         for key in {image.blob_key for image in images}:
             blob_refs.add(session=session, blob_key=key, owner=blob_refs.job_owner(job_id))
-    return True
+    return JobState.SUCCEEDED
 
 
 def fail(
@@ -382,6 +406,33 @@ def cancel(*, session: Connection, job_id: str, now: float) -> CancelOutcome:
     return CancelOutcome.REQUESTED if requested.rowcount else CancelOutcome.NOOP
 
 
+def cancel_all_of_user(*, session: Connection, user_id: int, now: float) -> list[str]:
+    """Cancel every unfinished job of a user (e.g. just banned): queued ones now, refunded; running ones are
+    asked to stop, and end cancelled and refunded even if their render completes first. Returns the queued
+    ones cancelled now."""
+    rows = session.execute(
+        update(t.jobs)
+        .where(_j.user_id == user_id, t.QUEUED)
+        .values(
+            state=JobState.CANCELLED,
+            finished_at=now,
+            updated_at=now,
+            error="cancelled",
+            delivery_state=DeliveryState.PENDING,
+        )
+        .returning(_j.id, _j.user_id, _j.cost, _j.created_at)
+    ).all()
+    for row in rows:
+        _refund(session, row.id, row, now, was_running=False)
+        add_event(session=session, job_id=row.id, kind="cancelled", now=now)
+    session.execute(
+        update(t.jobs)
+        .where(_j.user_id == user_id, _j.state == JobState.RUNNING)
+        .values(cancel_requested=True, updated_at=now)
+    )
+    return sorted(row.id for row in rows)
+
+
 def finish_cancelled(*, session: Connection, job_id: str, attempt: int, now: float) -> bool:
     """The worker stopped a job whose cancel was requested: running → cancelled, refunded."""
     row = _finish(session, job_id, attempt, JobState.CANCELLED, now, reason="cancelled")
@@ -395,11 +446,15 @@ def finish_cancelled(*, session: Connection, job_id: str, attempt: int, now: flo
 def expire_leases(*, session: Connection, now: float, limit: int = 100) -> list[str]:
     """Jobs whose worker stopped heartbeating: back to the queue, or ended if out of attempts."""
     j = t.jobs.c
+    # Each row is locked as it is found (and its expiry re-checked on the newest version), so a heartbeat
+    # committed meanwhile keeps its job, and one in flight now waits for this sweep and then finds the job
+    # gone, whichever branch below ends it. A row a heartbeat holds right now is alive: skipped.
     expired = (
         session.execute(
             select(j.id, j.user_id, j.attempt, j.max_attempts, j.cancel_requested, j.deadline_at)
             .where(j.state == JobState.RUNNING, j.lease_until < now)
             .limit(limit)
+            .with_for_update(skip_locked=True)
         )
     ).all()
     handled: list[str] = []

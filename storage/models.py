@@ -177,6 +177,23 @@ class AuditEntry(SQLModel, table=True):
     detail: dict[str, Any] = _json()
 
 
+class Worker(SQLModel, table=True):
+    """A process that renders, as it last said: what it serves now, refreshed with its heartbeat."""
+
+    __tablename__ = "workers"
+
+    id: str = Field(primary_key=True, max_length=128)  # the lease owner name of its claims
+    host: str = Field(max_length=255)
+    pid: int
+    version: str = Field(max_length=32)
+    backends: dict[str, int] = _json()  # backend it can serve now -> free slots
+    gpu_name: str | None = Field(default=None, max_length=128)
+    gpu_memory_mb: int | None = None
+    draining: bool = False  # stopping: claims nothing more
+    started_at: float = 0.0
+    last_seen: float = 0.0
+
+
 class ScopeSettings(SQLModel, table=True):
     """Operator settings per scope: "global", "telegram:chat:<id>", "discord:guild:<id>"."""
 

@@ -22,6 +22,7 @@ images: Table = _tables["images"]
 blob_refs: Table = _tables["blob_refs"]
 audit_log: Table = _tables["audit_log"]
 scope_settings: Table = _tables["scope_settings"]
+workers: Table = _tables["workers"]
 
 # Spelled as literals so the planners can use the partial indexes (a bound parameter hides the match).
 QUEUED = jobs.c.state == literal_column("'queued'")

@@ -115,6 +115,9 @@ class Renderer:
         assert last is not None
         raise last
 
+    def _time_left(self, job: Job) -> float | None:
+        return None if job.deadline_at is None else job.deadline_at - self.clock.time()
+
     async def _faces(self, job: Job) -> tuple[bytes, ...]:
         faces: list[bytes] = []
         for key in job.face_keys:
@@ -143,12 +146,19 @@ class Renderer:
         tries = 0
         while True:
             tries += 1
+            time_left = self._time_left(job)
+            if time_left is not None and time_left <= 0:
+                # Past the deadline (the heartbeat would say so at its next beat): no new try, no new bill.
+                attempt.deadline_hit = True
+                raise _DeadlinePassed()
             progress = AttemptProgress(self, attempt, backend.name)
             try:
                 async with gate.admit(resuming=progress.resume is not None):
                     result = await backend.generate(request, progress)
             except BackendError as exc:
-                verdict = gate.failed(exc, tries=tries, can_requeue=job.attempt < job.max_attempts)
+                verdict = gate.failed(
+                    exc, tries=tries, can_requeue=job.attempt < job.max_attempts, time_left_s=self._time_left(job)
+                )
                 if verdict.circuit_opened:
                     log.error("%s is unusable (%s): circuit opened", backend.name, exc.kind, extra={"job_id": job.id})
                 if verdict.step is Step.REQUEUE:
@@ -164,6 +174,10 @@ class Renderer:
                 continue
             gate.succeeded()
             return result
+
+
+class _DeadlinePassed(Exception):
+    """The job's deadline passed between tries: the attempt ends as a deadline failure."""
 
 
 class _GiveUp(Exception):

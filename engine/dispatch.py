@@ -105,11 +105,16 @@ class Dispatcher:
     async def _sweep(self, now: float) -> None:
         try:
             expired = await self.db.write(jobs.expire_leases, now=now)
+            overdue = await self.db.write(jobs.expire_deadlines, now=now)
         except Exception:
             log.exception("lease sweep failed")
             return
         for job_id in expired:
             log.info("lease expired; job back in the queue or ended", extra={"job_id": job_id})
+        for job_id in overdue:
+            log.warning("job passed its deadline in the queue; refunded", extra={"job_id": job_id})
+            # The front ends tell the user, as for any job that ends.
+            self.hub.publish(JobProgress(job_id, ProgressKind.FINISHED))
 
     async def claim_available(self) -> int:
         """Claim jobs while this process has free slots; returns how many it started."""

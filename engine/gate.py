@@ -141,9 +141,12 @@ class BackendGate:
             self.breaker.success()
             self._report_breaker()
 
-    def failed(self, error: BackendError, *, tries: int, can_requeue: bool) -> Verdict:
+    def failed(
+        self, error: BackendError, *, tries: int, can_requeue: bool, time_left_s: float | None = None
+    ) -> Verdict:
         """Count the failure of try number ``tries`` and decide what comes next. ``can_requeue``: the job
-        has attempts left, so a long wait can be spent in the queue instead of here."""
+        has attempts left, so a long wait can be spent in the queue instead of here. ``time_left_s``: until
+        the job's deadline (None: it has none); no wait this decides reaches past it."""
         self._metrics.provider_error(self.name, error.kind)
         if error.kind in BACKEND_DOWN and self.breaker is not None:
             self.breaker.open(self._settings.out_of_credit_cooldown_s)
@@ -165,6 +168,10 @@ class BackendGate:
             jitter=self._clock.jitter(),
             retry_after_s=error.retry_after,
         )
+        if time_left_s is not None and delay >= time_left_s:
+            # The job would wait out its deadline with its credits held: this backend cannot serve it in
+            # time. The next one may serve it now; with none left it fails, refunded, at once.
+            return Verdict(Step.FAIL_OVER)
         if delay > self._settings.requeue_after_s and can_requeue:
             return Verdict(Step.REQUEUE, delay)
         return Verdict(Step.RETRY, delay)

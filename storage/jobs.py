@@ -478,6 +478,40 @@ def expire_leases(*, session: Connection, now: float, limit: int = 100) -> list[
     return handled
 
 
+def expire_deadlines(*, session: Connection, now: float, limit: int = 100) -> list[str]:
+    """Queued jobs past their deadline: failed ("deadline") and refunded now, rather than holding their
+    credits until a claim finds them (a long wait for a retry, a user at their running cap, a long queue).
+
+    Rows are locked as found: a concurrent claim passes them by, a concurrent cancel finds them ended."""
+    due = list(
+        session.execute(
+            select(_j.id)
+            .where(t.QUEUED, _j.deadline_at <= now)
+            .order_by(_j.deadline_at, _j.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).scalars()
+    )
+    if not due:
+        return []
+    ended = session.execute(
+        update(t.jobs)
+        .where(_j.id.in_(due), t.QUEUED)
+        .values(
+            state=JobState.FAILED,
+            finished_at=now,
+            updated_at=now,
+            error="deadline",
+            delivery_state=DeliveryState.PENDING,
+        )
+        .returning(_j.id, _j.user_id, _j.cost, _j.created_at)
+    ).all()
+    for row in ended:
+        _refund(session, row.id, row, now, was_running=False)
+        add_event(session=session, job_id=row.id, kind="failed", now=now, data={"reason": "deadline"})
+    return sorted(row.id for row in ended)
+
+
 def set_provider_ref(*, session: Connection, job_id: str, attempt: int, ref: dict[str, Any], now: float) -> bool:
     """Remember the provider's request (and so the backend) before waiting on it, so a restart resumes
     instead of re-paying."""

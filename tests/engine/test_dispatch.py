@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from engine.backend import GenerationResult, Progress
 from engine.clock import SYSTEM_CLOCK
 from engine.errors import FailureKind, ProviderFailedError, TransientError
 from engine.gate import BreakerState
+from engine.request import GenerationRequest
 from storage import jobs
 from storage.blobs import blob_key
 from storage.db import Database
@@ -21,6 +23,7 @@ from tests.fakes.fal import FalOutcome, FalScript
 from tests.fakes.providers_common import Fault
 from tests.fakes.replicate import ReplicateOutcome, ReplicateScript
 from tests.storage.ledger_helpers import credits_of, drift, new_user
+from tests.virtual_clock import ManualClock
 
 
 async def test_renders_on_the_first_backend_and_charges_once(db: Database, tmp_path: Path) -> None:
@@ -356,3 +359,84 @@ async def test_on_the_real_clock_heartbeats_keep_the_lease_and_carry_the_cancel(
         assert (await h.job("j1")).state == JobState.CANCELLED
         assert len(h.fal.requests("cancel")) == 1
         assert await credits_of(db, user) == (2, 0)
+
+
+async def test_a_retry_after_past_the_deadline_fails_and_refunds_instead_of_parking(
+    db: Database, tmp_path: Path
+) -> None:
+    async with harness(db, tmp_path) as h:
+        user = await new_user(db, credits=10)
+        h.fal.fail("submit", Fault(status=429, json={"detail": "slow down"}, headers={"Retry-After": "3600"}))
+        await h.submit("j1", user)  # a 600 s deadline
+        await h.drain(h.dispatcher(["fal-flux-pulid"]))
+        job = await h.job("j1")
+        assert job.state == JobState.FAILED and job.error == FailureKind.TRANSIENT
+        assert h.backoffs == [] and len(h.fal.requests("submit")) == 1
+        assert await credits_of(db, user) == (10, 0)  # refunded now, not held for an hour
+        assert await drift(db) == []
+
+
+async def test_a_retry_after_past_the_deadline_moves_the_job_to_the_next_backend(db: Database, tmp_path: Path) -> None:
+    async with harness(db, tmp_path) as h:
+        user = await new_user(db, credits=10)
+        h.fal.fail("submit", Fault(status=429, json={"detail": "slow down"}, headers={"Retry-After": "3600"}))
+        await h.submit("j1", user)
+        await h.drain(h.dispatcher(["fal-flux-pulid", "replicate-flux-pulid"]))
+        job = await h.job("j1")
+        assert job.state == JobState.SUCCEEDED and job.backend == "replicate-flux-pulid" and job.attempt == 1
+        assert h.backoffs == []
+        assert await credits_of(db, user) == (9, 0)
+
+
+class _SlowFailure(ScriptedBackend):
+    """Fails after the clock has run past the job's deadline."""
+
+    def __init__(self, clock: ManualClock, seconds: float) -> None:
+        super().__init__("slow", script=[Step(ProviderFailedError("gave up"))])
+        self.clock, self.seconds = clock, seconds
+
+    async def generate(self, request: GenerationRequest, progress: Progress) -> GenerationResult:
+        self.clock.advance(self.seconds)
+        return await super().generate(request, progress)
+
+
+async def test_a_job_past_its_deadline_is_not_sent_to_the_next_backend(db: Database, tmp_path: Path) -> None:
+    async with harness(db, tmp_path) as h:
+        assert isinstance(h.clock, ManualClock)
+        user = await new_user(db, credits=10)
+        slow, second = _SlowFailure(h.clock, 601), ScriptedBackend("second")
+        await h.submit("j1", user)
+        # The heartbeat (which would notice the deadline too) is not due before the failover.
+        dispatcher = h.dispatcher(
+            ["slow", "second"], backends={"slow": slow, "second": second}, heartbeat_s=5_000, lease_s=20_000
+        )
+        await h.drain(dispatcher)
+        job = await h.job("j1")
+        assert job.state == JobState.FAILED and job.error == "deadline"
+        assert slow.submitted == ["slow-1"] and second.submitted == []
+        assert await credits_of(db, user) == (10, 0)
+
+
+async def test_the_sweep_fails_and_refunds_queued_jobs_past_their_deadline(db: Database, tmp_path: Path) -> None:
+    async with harness(db, tmp_path) as h:
+        user = await new_user(db, credits=10)
+        await h.submit("stale", user)
+        await h.submit("waiting", user)
+        await h.submit("fresh", user)
+        # Nothing claims them: both wait for a retry far off; one of them is past its deadline already.
+        for job_id in ("stale", "waiting"):
+            await db.write(_set_job, job_id=job_id, run_after=h.clock.time() + 3600)
+        await db.write(_set_job, job_id="stale", deadline_at=h.clock.time() - 1)
+        dispatcher = h.dispatcher(["fal-flux-pulid"])
+        stop = asyncio.Event()
+        running = asyncio.create_task(dispatcher.run(stop))
+        await wait_until(lambda: any(e.job_id == "fresh" and e.kind == "finished" for e in h.events))
+        stop.set()
+        await running
+        stale = await h.job("stale")
+        assert stale.state == JobState.FAILED and stale.error == "deadline"
+        assert stale.delivery_state == DeliveryState.PENDING  # the user hears why
+        assert (await h.job("waiting")).state == JobState.QUEUED
+        assert any(e.job_id == "stale" and e.kind == "finished" for e in h.events)
+        assert await credits_of(db, user) == (9, 1)  # the stale job refunded, the waiting one still held
+        assert await drift(db) == []

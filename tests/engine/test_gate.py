@@ -196,3 +196,21 @@ async def test_a_try_after_the_cooldown_is_the_one_trial() -> None:
         assert breaker.trial_running and not breaker.allows()  # a second job waits for the trial's outcome
     backend.succeeded()
     assert breaker.state is BreakerState.CLOSED and breaker.allows()
+
+
+def test_a_wait_that_would_outlast_the_jobs_deadline_gives_the_backend_up() -> None:
+    clock = VirtualClock(jitter=0.5)
+    backend, _ = gate(clock, requeue_after_s=10, tries_per_backend=5, breaker_threshold=100)
+    long_wait = TransientError("429", retry_after=3600)
+    # No deadline: the wait is spent in the queue, however long.
+    assert backend.failed(long_wait, tries=1, can_requeue=True) == Verdict(Step.REQUEUE, 3600.0)
+    # Ten minutes left: waiting an hour would only hold the credits past the deadline. Another backend may
+    # serve the job now; with none left, it fails and is refunded at once.
+    assert backend.failed(long_wait, tries=1, can_requeue=True, time_left_s=600) == Verdict(Step.FAIL_OVER)
+    assert backend.failed(long_wait, tries=1, can_requeue=False, time_left_s=600) == Verdict(Step.FAIL_OVER)
+    # A wait that ends before the deadline is kept, in the queue or here.
+    assert backend.failed(TransientError("429", retry_after=60), tries=1, can_requeue=True, time_left_s=600) == (
+        Verdict(Step.REQUEUE, 60.0)
+    )
+    assert backend.failed(TransientError("503"), tries=2, can_requeue=True, time_left_s=600) == Verdict(Step.RETRY, 1.5)
+    assert backend.failed(TransientError("503"), tries=2, can_requeue=True, time_left_s=1.0) == Verdict(Step.FAIL_OVER)

@@ -172,7 +172,7 @@ def grant(*, session: Connection, user_id: int, amount: int, actor: str, now: fl
     change = update(t.users).where(_u.id == user_id).values(credits=_u.credits + amount).returning(_u.credits)
     if amount < 0:
         # Checked in the update itself, so a job reserved meanwhile cannot be overdrawn.
-        change = change.where(_u.credits - _u.reserved + amount >= 0)
+        change = change.where(_u.credits - _u.reserved >= -amount)
     row = session.execute(change).first()
     if row is None:
         free = session.execute(select(_u.credits - _u.reserved).where(_u.id == user_id)).scalar_one()

@@ -8,6 +8,7 @@ import pytest
 
 from storage import jobs
 from storage.db import Database
+from storage.models import Job
 from storage.states import JobState
 from tests.storage.interleave import open_transaction, until_blocked
 from tests.storage.ledger_helpers import credits_of, drift, new_user
@@ -19,7 +20,7 @@ START, LEASE_S = 1000.0, 30.0
 SWEEP = START + 100.0  # past the first lease
 
 
-async def _running(db: Database, branch: str) -> jobs.Job:
+async def _running(db: Database, branch: str) -> Job:
     """A running job whose lease ran out, set up for one branch of the sweeper."""
     user = await new_user(db, credits=10)
     await db.write(

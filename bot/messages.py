@@ -11,6 +11,7 @@ from storage.stats import Stats
 
 # --- admin -------------------------------------------------------------------------------------
 NOT_ADMIN = "Only bot admins can do that."
+NOT_SERVER_MANAGER = "Only this server's managers (Manage Server) or bot admins can do that."
 ADMIN_USAGE = (
     "Admin commands:\n"
     "/admin grant <user> <credits>\n"

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.errors import OperatorError
@@ -59,7 +59,31 @@ class DiscordSettings(BaseModel):
     token: SecretStr | None = None
     api_base: str = "https://discord.com/api/v10"
     gateway_url: str = "wss://gateway.discord.gg"
-    admin_role: str | None = None  # members with this role name are admins in their guild
+    # The operator's home servers; the admin role makes bot admins there only.
+    admin_guilds: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # The admin role by id: anyone can create a role with a given name in a server of their own.
+    admin_role: str | None = Field(None, validate_default=True)
+
+    @field_validator("admin_guilds", mode="before")
+    @classmethod
+    def _guild_ids(cls, value: Any) -> Any:
+        value = _split(value)
+        for entry in value if isinstance(value, list) else ():
+            if not str(entry).isdigit():
+                raise ValueError(f"{entry!r} is not a server id (a number)")
+        return value
+
+    @field_validator("admin_role")
+    @classmethod
+    def _role_id(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        if not value.isdigit():
+            raise ValueError("must be the admin role's id (a number: Copy Role ID in Discord), not its name")
+        if not info.data.get("admin_guilds"):
+            raise ValueError("the admin role counts only in LIKENESS_DISCORD__ADMIN_GUILDS: set the server ids")
+        return value
 
 
 class MetricsSettings(BaseModel):

@@ -213,12 +213,12 @@ async def help_(interaction: Interaction) -> None:
 
 # --- administration -----------------------------------------------------------------------------------
 
-# Discord hides these from members without Administrator unless a server overrides it; the service checks
-# authority again on every call.
+# Discord hides these from members without Manage Server unless a server overrides it; the service checks
+# authority again on every call: a server's managers may change that server's settings only.
 admin = app_commands.Group(
     name="admin",
     description=DESCRIBE["admin"],
-    default_permissions=discord.Permissions(administrator=True),
+    default_permissions=discord.Permissions(manage_guild=True),
     guild_only=True,
     allowed_contexts=app_commands.AppCommandContext(guild=True),
 )

@@ -97,7 +97,9 @@ class DiscordFrontEnd:
     @staticmethod
     def actor(interaction: AnyInteraction) -> Actor:
         user = interaction.user
-        roles = tuple(r.name for r in user.roles if not r.is_default()) if isinstance(user, discord.Member) else ()
+        member = isinstance(user, discord.Member) and interaction.guild_id is not None
+        # Role ids and permissions as Discord computed them for this member in this server.
+        roles = tuple(str(r.id) for r in user.roles if not r.is_default()) if isinstance(user, discord.Member) else ()
         return Actor(
             PLATFORM,
             str(user.id),
@@ -108,6 +110,7 @@ class DiscordFrontEnd:
         )
 
     @staticmethod
+            manages_guild=member and interaction.permissions.manage_guild,
     def reply_target(interaction: AnyInteraction, status: int | None) -> DiscordTarget:
         """Everything any process needs later to answer: the token while it lasts, then channel or DM."""
         channel = interaction.channel

@@ -14,7 +14,8 @@ class Actor:
     display_name: str = ""
     chat_id: str | None = None  # Telegram chat or Discord channel
     guild_id: str | None = None  # Discord only
-    roles: tuple[str, ...] = ()  # Discord role names of the member in this guild
+    roles: tuple[str, ...] = ()  # Discord role ids of the member in this guild, as Discord sent them
+    manages_guild: bool = False  # Discord: the member has Manage Server (or Administrator) in this guild
 
     @property
     def key(self) -> str:

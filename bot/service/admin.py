@@ -1,4 +1,9 @@
-"""Admin use cases: grants, limits, bans, stats, pause, channels. Authority is checked here, on the server side."""
+"""Admin use cases: grants, limits, bans, stats, pause, channels. Authority is checked here, on the server side.
+
+Bot admins (the shell, ``LIKENESS_ADMINS``, or on Discord the admin role by id inside one of the operator's
+home servers) may do everything. A Discord server's own managers (Manage Server there) may change only that
+server's settings: its channels, and pausing or resuming it.
+"""
 
 from __future__ import annotations
 
@@ -32,18 +37,33 @@ class AdminService:
         admin_role: str | None,
         welcome_credits: int,
         clock: Callable[[], float] = time.time,
+        admin_guilds: list[str] | tuple[str, ...] = (),
     ) -> None:
         self.db = db
         self.admins = frozenset(admins)
         self.admin_role = admin_role
         self.welcome_credits = welcome_credits
+        self.admin_guilds = frozenset(admin_guilds)
         self.clock = clock
 
     def is_admin(self, actor: Actor) -> bool:
         if actor.platform == SHELL or actor.key in self.admins:
+        """A bot admin: may act on every user and on the whole bot."""
             return True
-        # A Discord role only counts inside a guild; the role name comes from the gateway, not the client.
-        return bool(self.admin_role and actor.guild_id and self.admin_role in actor.roles)
+        # Roles come from Discord with the interaction, not from the client. Any server owner can make a role
+        # of any name, so only the role's id counts, and only in the operator's own servers.
+        return bool(
+            actor.platform == "discord"
+            and self.admin_role
+            and actor.guild_id in self.admin_guilds
+            and self.admin_role in actor.roles
+        )
+
+    def manages_scope(self, actor: Actor) -> bool:
+        """May change the settings of the actor's scope: a bot admin anywhere, a server's managers in it."""
+        if self.is_admin(actor):
+            return True
+        return actor.platform == "discord" and actor.guild_id is not None and actor.manages_guild
 
     def require(self, actor: Actor) -> None:
         if not self.is_admin(actor):
@@ -51,6 +71,11 @@ class AdminService:
             raise UserError(messages.NOT_ADMIN)
 
     def parse_user(self, actor: Actor, ref: str) -> tuple[str, str]:
+    def require_scope(self, actor: Actor) -> None:
+        if not self.manages_scope(actor):
+            log.warning("refused a settings change of %s from %s", actor.scope, actor.key)
+            raise UserError(messages.NOT_ADMIN if actor.guild_id is None else messages.NOT_SERVER_MANAGER)
+
         platform, sep, user_id = ref.partition(":")
         if not sep:
             platform, user_id = actor.platform, ref
@@ -156,7 +181,7 @@ class AdminService:
 
     async def pause(self, actor: Actor, reason: str = "", *, paused: bool = True) -> str:
         """Pause or resume new jobs in the actor's scope (a guild, or everywhere)."""
-        self.require(actor)
+        self.require_scope(actor)
         scope = actor.scope
         await self._audited(
             actor,
@@ -172,8 +197,9 @@ class AdminService:
     async def channels(self, actor: Actor, change: ChannelChange, channel_id: str) -> tuple[str, ...]:
         """Change or list the channels a guild's members may use the bot in (none listed: every channel);
         returns the channel ids listed now."""
-        self.require(actor)
+            self.require(actor)
         if actor.guild_id is None:
+        self.require_scope(actor)
             raise UserError(messages.DISCORD_SERVER_ONLY)
         scope = actor.scope
         if change == "list":

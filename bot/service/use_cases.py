@@ -41,6 +41,7 @@ class LikenessService:
             db,
             admins=settings.admins,
             admin_role=settings.discord.admin_role,
+            admin_guilds=settings.discord.admin_guilds,
             welcome_credits=settings.credits.new_user,
             clock=clock,
         )

@@ -353,7 +353,7 @@ async def test_sync_registers_the_commands_globally_or_for_one_guild(stack: Stac
     assert await sync_commands(stack.settings.discord, None) == 8
     names = {c["name"]: c for c in fake.global_commands}
     assert set(names) == {"imagine", "face", "history", "quota", "cancel", "forget", "help", "admin"}
-    assert int(names["admin"]["default_member_permissions"]) == 8  # administrators only
+    assert int(names["admin"]["default_member_permissions"]) == 32  # Manage Server
     assert names["admin"]["contexts"] == [0]  # guilds only
     steps = next(o for o in names["imagine"]["options"] if o["name"] == "steps")
     assert (steps["min_value"], steps["max_value"]) == (1, 100)  # the union of every backend's range

@@ -31,8 +31,9 @@ ANN = Actor("telegram", "101", "Ann", chat_id="101")
 BOB = Actor("telegram", "202", "Bob", chat_id="202")
 GUILD = "900"
 GENERAL, ELSEWHERE = "901", "902"
+ADMIN_ROLE = "903"
 MEMBER = Actor("discord", "301", "Cy", chat_id=GENERAL, guild_id=GUILD)
-MODERATOR = Actor("discord", "302", "Di", chat_id=GENERAL, guild_id=GUILD, roles=("Admin",))
+MODERATOR = Actor("discord", "302", "Di", chat_id=GENERAL, guild_id=GUILD, roles=(ADMIN_ROLE,))
 WELCOME = 10
 
 
@@ -101,7 +102,7 @@ def world_settings(tmp_path: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "data_dir": tmp_path,
         "admins": [ADMIN.key],
-        "discord": {"admin_role": "Admin"},
+        "discord": {"admin_role": ADMIN_ROLE, "admin_guilds": [GUILD]},
         "credits": {"new_user": WELCOME, "per_image": 1, "daily_jobs": 20},
         "queue": {"heartbeat_s": 0.05, "lease_s": 5},
         "max_identities": 2,

@@ -33,13 +33,15 @@ async def test_only_admins_may_and_the_refusal_changes_nothing(world: World) -> 
         admin.ban(ANN, BOB.user_id),
         admin.stats(ANN),
         admin.pause(ANN),
-        admin.channels(MEMBER, "add", GENERAL),
     ):
         with pytest.raises(UserError) as error:
             await refused
         assert error.value.message == messages.NOT_ADMIN
-    # An admin role counts inside a guild only, whatever Discord lets through; the shell always may.
-    outside = Actor("discord", "303", "Ed", chat_id="55", roles=("Admin",))
+    with pytest.raises(UserError) as error:
+        await admin.channels(MEMBER, "add", GENERAL)
+    assert error.value.message == messages.NOT_SERVER_MANAGER
+    # An admin role counts inside the home guild only, whatever Discord lets through; the shell always may.
+    outside = Actor("discord", "303", "Ed", chat_id="55", roles=(MODERATOR.roles[0],))
     assert not admin.is_admin(outside) and admin.is_admin(MODERATOR) and admin.is_admin(SHELL_ACTOR)
     assert await world.db.read(audit_of, target=f"telegram:{BOB.user_id}") == []
 

@@ -2,6 +2,7 @@
 
 from tests.fakes.discord.gateway import GatewayConnection
 from tests.fakes.discord.models import (
+    ADMINISTRATOR,
     APPLICATION_COMMAND,
     AUTOCOMPLETE,
     AUTOCOMPLETE_RESULT,
@@ -10,6 +11,7 @@ from tests.fakes.discord.models import (
     DEFERRED_UPDATE_MESSAGE,
     EPHEMERAL,
     LOADING,
+    MANAGE_GUILD,
     MESSAGE_COMPONENT,
     MODAL,
     MODAL_SUBMIT,
@@ -29,6 +31,7 @@ from tests.fakes.discord.protocol import FilePart, RequestRecord
 from tests.fakes.discord.server import FakeDiscord, discord_py_endpoints
 
 __all__ = [
+    "ADMINISTRATOR",
     "APPLICATION_COMMAND",
     "AUTOCOMPLETE",
     "AUTOCOMPLETE_RESULT",
@@ -37,6 +40,7 @@ __all__ = [
     "DEFERRED_UPDATE_MESSAGE",
     "EPHEMERAL",
     "LOADING",
+    "MANAGE_GUILD",
     "MESSAGE_COMPONENT",
     "MODAL",
     "MODAL_SUBMIT",

@@ -155,6 +155,26 @@ class DiscordState:
             (guild or self.guild).members[user.id] = FakeMember(user, list(roles), permissions)
         return user
 
+    def add_guild(self, name: str, owner: FakeUser, *, premium_tier: int = 0) -> FakeGuild:
+        """Another server the bot was added to, owned by ``owner`` (who holds every permission there);
+        add it before the bot connects so it is in GUILD_CREATE."""
+        guild_id = self.ids.next()
+        everyone = FakeRole(guild_id, "@everyone", EVERYONE_PERMISSIONS)
+        bot_role = FakeRole(self.ids.next(), self.bot_user.username, BOT_PERMISSIONS, position=1, managed=True)
+        guild = FakeGuild(guild_id, name, owner.id, [everyone, bot_role], premium_tier=premium_tier)
+        guild.members[self.bot_user.id] = FakeMember(self.bot_user, [bot_role])
+        guild.members[owner.id] = FakeMember(owner)
+        self.guilds[guild_id] = guild
+        return guild
+
+    def add_role(self, guild: FakeGuild, name: str, permissions: int, *, members: Sequence[FakeUser] = ()) -> FakeRole:
+        """A role any server owner may create, with any name; ``members`` get it."""
+        role = FakeRole(self.ids.next(), name, permissions, position=len(guild.roles))
+        guild.roles.append(role)
+        for user in members:
+            guild.members[user.id].roles.append(role)
+        return role
+
     def add_channel(self, name: str, *, nsfw: bool = False, guild: FakeGuild | None = None) -> FakeChannel:
         """A guild text channel; add it before the bot connects so it is in GUILD_CREATE."""
         guild = guild or self.guild

@@ -1,4 +1,5 @@
-"""The retention sweep: expire old finished jobs and delete the photos and outputs nothing else uses."""
+"""The retention sweep: expire old finished jobs and delete the photos and outputs nothing else uses, and
+delete stored blobs that nothing references at all (orphans) once they are past a grace period."""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ from storage.db import Database
 log = logging.getLogger(__name__)
 
 DAY_S = 86_400.0
+# Longer than any request takes from storing its photos (or a render its outputs) to the commit that
+# references them, so a blob on its way into use is never taken for an orphan.
+ORPHAN_GRACE_S = 6 * 3600.0
 
 
 async def sweep(db: Database, blobs: BlobStore, *, days: float, now: float, batch: int = 200) -> int:
@@ -48,6 +52,27 @@ async def _delete_unused(db: Database, blobs: BlobStore, keys: list[str]) -> Non
             log.warning("retention could not delete blob key=%s error=%s", key, exc)
 
 
+async def sweep_orphans(db: Database, blobs: BlobStore, *, now: float, grace_s: float = ORPHAN_GRACE_S) -> int:
+    """Delete blobs stored more than ``grace_s`` ago that nothing references; returns how many.
+
+    Orphans come from requests refused after their photos were stored, outputs of a completion that never
+    committed, and a crash between a commit that released blobs and their deletion. A blob stored again
+    within the grace period (the same photo sent anew) is kept: its time restarts with each store.
+    """
+    before = now - grace_s
+    deleted = 0
+    async for keys in blobs.stored_before(before):
+        for key in await db.read(blob_refs.unreferenced, keys=keys):
+            try:
+                deleted += await blobs.delete_if_stored_before(key, before)
+            except OSError as exc:
+                log.warning("orphan sweep could not delete blob key=%s error=%s", key, exc)
+    partial = await blobs.remove_partial(before)
+    if deleted or partial:
+        log.info("orphan sweep deleted blobs=%d unfinished_writes=%d", deleted, partial)
+    return deleted
+
+
 async def retention_loop(
     db: Database,
     blobs: BlobStore,
@@ -56,16 +81,24 @@ async def retention_loop(
     interval_s: float,
     stop: asyncio.Event,
     clock: Callable[[], float] = time.time,
+    orphan_grace_s: float = ORPHAN_GRACE_S,
 ) -> None:
-    """Sweep every ``interval_s`` seconds until ``stop`` is set; a failed sweep is logged and retried."""
+    """Sweep every ``interval_s`` seconds until ``stop`` is set; a failed sweep is logged and retried.
+
+    With ``days`` 0 no job's photos or outputs expire, but orphans, which no job or identity uses, still go.
+    """
     if days <= 0:
         log.info("retention off: photos and outputs are kept forever")
-        return
     while not stop.is_set():
+        now = clock()
+        # A database or disk hiccup must not end either sweep for the life of the process.
         try:
-            await sweep(db, blobs, days=days, now=clock())
+            await sweep(db, blobs, days=days, now=now)
         except Exception:
-            # A database hiccup must not end retention for the life of the process.
             log.exception("retention sweep failed")
+        try:
+            await sweep_orphans(db, blobs, now=now, grace_s=orphan_grace_s)
+        except Exception:
+            log.exception("orphan sweep failed")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=interval_s)

@@ -6,8 +6,13 @@ import asyncio
 import hashlib
 import os
 import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Protocol
+
+PARTIAL_PREFIX = ".tmp-"  # a write in progress (or one a crash cut short)
+_DELETING_PREFIX = ".del-"  # a blob taken out of its place while the sweep decides on it
 
 
 class BlobStore(Protocol):
@@ -24,6 +29,16 @@ class BlobStore(Protocol):
 
     async def exists(self, key: str) -> bool: ...
 
+    def stored_before(self, before: float) -> AsyncIterator[list[str]]:
+        """Keys of the blobs last stored before ``before`` (epoch seconds), in batches. Storing bytes the
+        store holds already counts as storing them again."""
+
+    async def delete_if_stored_before(self, key: str, before: float) -> bool:
+        """Delete the blob unless it was stored (again) at or after ``before``; True if it was deleted."""
+
+    async def remove_partial(self, before: float) -> int:
+        """Remove what writes begun before ``before`` left unfinished; returns how many."""
+
 
 def blob_key(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
@@ -36,7 +51,7 @@ class LocalBlobStore:
         self.root = root
 
     def path(self, key: str) -> Path:
-        if len(key) != 64 or not all(c in "0123456789abcdef" for c in key):
+        if not _is_key(key):
             raise KeyError(key)
         return self.root / key[:2] / key[2:4] / key
 
@@ -47,10 +62,15 @@ class LocalBlobStore:
 
     def _write(self, key: str, data: bytes) -> None:
         target = self.path(key)
-        if target.exists():
+        try:
+            # Stored already: its time is renewed, so the orphan sweep's grace period counts from now and a
+            # blob a new request is about to reference is not swept meanwhile.
+            os.utime(target)
             return
+        except FileNotFoundError:
+            pass
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=PARTIAL_PREFIX)
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
@@ -70,3 +90,78 @@ class LocalBlobStore:
 
     async def exists(self, key: str) -> bool:
         return await asyncio.to_thread(self.path(key).exists)
+
+    async def stored_before(self, before: float) -> AsyncIterator[list[str]]:
+        # One batch per top-level folder: a large store is listed in pieces, each off the event loop.
+        for folder in await asyncio.to_thread(_folders, self.root):
+            keys = await asyncio.to_thread(_stored_before, folder, before)
+            if keys:
+                yield keys
+
+    async def delete_if_stored_before(self, key: str, before: float) -> bool:
+        return await asyncio.to_thread(self._delete_if_stored_before, self.path(key), before)
+
+    @staticmethod
+    def _delete_if_stored_before(target: Path, before: float) -> bool:
+        try:
+            if target.stat().st_mtime >= before:
+                return False
+            # Out of its place first: a put from now on finds no blob and writes a new one. A put that renewed
+            # it just before the move shows in its time, and it goes back.
+            taken = target.with_name(f"{_DELETING_PREFIX}{uuid.uuid4().hex}")
+            target.rename(taken)
+        except FileNotFoundError:
+            return False
+        if taken.stat().st_mtime >= before:
+            os.replace(taken, target)  # same bytes as any copy a put wrote meanwhile
+            return False
+        taken.unlink()
+        return True
+
+    async def remove_partial(self, before: float) -> int:
+        return await asyncio.to_thread(_remove_partial, self.root, before)
+
+
+def _is_key(name: str) -> bool:
+    return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
+
+
+def _folders(root: Path) -> list[Path]:
+    try:
+        return sorted(entry for entry in root.iterdir() if entry.is_dir() and len(entry.name) == 2)
+    except FileNotFoundError:
+        return []
+
+
+def _blob_files(folder: Path) -> Iterator[os.DirEntry[str]]:
+    for sub in os.scandir(folder):
+        if sub.is_dir(follow_symlinks=False):
+            yield from os.scandir(sub.path)
+
+
+def _stored_before(folder: Path, before: float) -> list[str]:
+    keys = []
+    for entry in _blob_files(folder):
+        if not _is_key(entry.name):
+            continue
+        try:
+            if entry.stat(follow_symlinks=False).st_mtime < before:
+                keys.append(entry.name)
+        except FileNotFoundError:  # deleted meanwhile
+            continue
+    return keys
+
+
+def _remove_partial(root: Path, before: float) -> int:
+    removed = 0
+    for folder in _folders(root):
+        for entry in _blob_files(folder):
+            if not entry.name.startswith((PARTIAL_PREFIX, _DELETING_PREFIX)):
+                continue
+            try:
+                if entry.stat(follow_symlinks=False).st_mtime < before:
+                    os.unlink(entry.path)
+                    removed += 1
+            except FileNotFoundError:
+                continue
+    return removed

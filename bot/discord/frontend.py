@@ -107,10 +107,10 @@ class DiscordFrontEnd:
             chat_id=str(interaction.channel_id) if interaction.channel_id else None,
             guild_id=str(interaction.guild_id) if interaction.guild_id else None,
             roles=roles,
+            manages_guild=member and interaction.permissions.manage_guild,
         )
 
     @staticmethod
-            manages_guild=member and interaction.permissions.manage_guild,
     def reply_target(interaction: AnyInteraction, status: int | None) -> DiscordTarget:
         """Everything any process needs later to answer: the token while it lasts, then channel or DM."""
         channel = interaction.channel

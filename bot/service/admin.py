@@ -36,19 +36,19 @@ class AdminService:
         admins: list[str],
         admin_role: str | None,
         welcome_credits: int,
-        clock: Callable[[], float] = time.time,
         admin_guilds: list[str] | tuple[str, ...] = (),
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.db = db
         self.admins = frozenset(admins)
         self.admin_role = admin_role
-        self.welcome_credits = welcome_credits
         self.admin_guilds = frozenset(admin_guilds)
+        self.welcome_credits = welcome_credits
         self.clock = clock
 
     def is_admin(self, actor: Actor) -> bool:
-        if actor.platform == SHELL or actor.key in self.admins:
         """A bot admin: may act on every user and on the whole bot."""
+        if actor.platform == SHELL or actor.key in self.admins:
             return True
         # Roles come from Discord with the interaction, not from the client. Any server owner can make a role
         # of any name, so only the role's id counts, and only in the operator's own servers.
@@ -70,12 +70,12 @@ class AdminService:
             log.warning("refused admin command from %s", actor.key)
             raise UserError(messages.NOT_ADMIN)
 
-    def parse_user(self, actor: Actor, ref: str) -> tuple[str, str]:
     def require_scope(self, actor: Actor) -> None:
         if not self.manages_scope(actor):
             log.warning("refused a settings change of %s from %s", actor.scope, actor.key)
             raise UserError(messages.NOT_ADMIN if actor.guild_id is None else messages.NOT_SERVER_MANAGER)
 
+    def parse_user(self, actor: Actor, ref: str) -> tuple[str, str]:
         platform, sep, user_id = ref.partition(":")
         if not sep:
             platform, user_id = actor.platform, ref
@@ -197,10 +197,10 @@ class AdminService:
     async def channels(self, actor: Actor, change: ChannelChange, channel_id: str) -> tuple[str, ...]:
         """Change or list the channels a guild's members may use the bot in (none listed: every channel);
         returns the channel ids listed now."""
-            self.require(actor)
         if actor.guild_id is None:
-        self.require_scope(actor)
+            self.require(actor)
             raise UserError(messages.DISCORD_SERVER_ONLY)
+        self.require_scope(actor)
         scope = actor.scope
         if change == "list":
             return (await self.db.read(scopes.get_scope, scope=scope)).channels

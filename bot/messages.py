@@ -312,6 +312,11 @@ FORGOTTEN = "Done: your faces, photos and history are deleted."
 # --- front ends --------------------------------------------------------------------------------------
 INTERNAL_ERROR = "Sorry, something went wrong on my side. Please try again."
 BUTTON_EXPIRED = "This button no longer works."
+NOT_YOUR_BUTTONS = "These buttons belong to whoever asked: send the command yourself."
+TELEGRAM_SENT_AS_CHAT = (
+    "I can't serve messages sent on behalf of a group or channel (anonymously or as a channel): "
+    "send it from your own account."
+)
 BUTTONS_BELOW = "What next?"
 PHOTO_NEEDS_CAPTION = "Add a caption describing the scene, e.g. “an astronaut on the moon --ar 3:4”."
 FACE_USAGE = "Use: /face save <name> (with photos), /face list, /face use <name>, /face delete <name>, /face delete-all"

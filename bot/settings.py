@@ -47,8 +47,9 @@ class TelegramSettings(BaseModel):
     base_url: str = "https://api.telegram.org/bot"
     base_file_url: str = "https://api.telegram.org/file/bot"
     webhook_url: str | None = None  # set to receive updates by webhook instead of long polling
-    webhook_secret: SecretStr | None = None
-    webhook_listen: str = "0.0.0.0:8443"  # where the webhook server binds (behind the operator's proxy)
+    webhook_secret: SecretStr | None = None  # required with a webhook: Telegram sends it with every update
+    # Where the webhook server binds: loopback, behind the operator's TLS-terminating reverse proxy.
+    webhook_listen: str = "127.0.0.1:8443"
     # Telegram's broadcast limit: about 30 messages a second overall (more with paid broadcasts); 0: none.
     max_messages_per_s: float = Field(30, ge=0)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
@@ -22,6 +23,7 @@ from telegram.ext import (
     AIORateLimiter,
     Application,
     ApplicationBuilder,
+    ApplicationHandlerStop,
     CallbackQueryHandler,
     CommandHandler,
     ContextTypes,
@@ -30,14 +32,14 @@ from telegram.ext import (
 )
 
 from bot import messages
-from bot.errors import UserError
+from bot.errors import OperatorError, UserError
 from bot.frontend import Undeliverable
 from bot.intake import MAX_BYTES
 from bot.service.actors import Actor
 from bot.service.imagine import ImagineInput
 from bot.service.replies import Action, Button, Reply, ReplyImage
 from bot.service.use_cases import LikenessService
-from bot.settings import TelegramSettings
+from bot.settings import TelegramSettings, parse_address
 from bot.telegram.albums import AlbumCollector
 from bot.telegram.target import PLATFORM, TelegramTarget
 
@@ -46,6 +48,14 @@ log = logging.getLogger(__name__)
 PHOTO_MAX_BYTES = 10 * 1024 * 1024  # sendPhoto's limits; beyond them results go as documents
 PHOTO_MAX_SIDES = 10_000
 PHOTO_MAX_RATIO = 20
+WEBHOOK_SECRET = re.compile(r"[A-Za-z0-9_-]{1,256}")  # what setWebhook accepts as secret_token
+# Only new messages: an edit of a message that was a command must not run it again.
+NEW_MESSAGES = filters.UpdateType.MESSAGE
+# Sent on behalf of a chat (an anonymous group admin, a user posting as a channel, a linked channel's post):
+# "from" is then a placeholder that many people share, so there is no one person to charge or answer for.
+ON_BEHALF_OF_CHAT = NEW_MESSAGES & filters.SenderChat.ALL
+# Buttons that act on whoever presses them; in a group anyone can press, so they carry who asked.
+OWNED_ACTIONS = (Action.HISTORY, Action.FORGET)
 Context = ContextTypes.DEFAULT_TYPE
 
 
@@ -55,6 +65,8 @@ def _actor(user: User | None, chat: Chat | None) -> Actor:
 
 
 def _sender(message: Message) -> Actor:
+    if message.sender_chat is not None or message.from_user is None:
+        raise UserError(messages.TELEGRAM_SENT_AS_CHAT)
     return _actor(message.from_user, message.chat)
 
 
@@ -62,10 +74,21 @@ def _reply_parameters(message_id: int | None) -> ReplyParameters | None:
     return ReplyParameters(message_id, allow_sending_without_reply=True) if message_id else None
 
 
-def _keyboard(buttons: tuple[Button, ...]) -> InlineKeyboardMarkup | None:
+def _keyboard(buttons: tuple[Button, ...], owner: int | None = None) -> InlineKeyboardMarkup | None:
+    """The buttons in one row; ``owner`` is put into the data of buttons that act on whoever presses them."""
     if not buttons:
         return None
-    return InlineKeyboardMarkup([[InlineKeyboardButton(b.label, callback_data=b.data) for b in buttons]])
+    return InlineKeyboardMarkup([[InlineKeyboardButton(b.label, callback_data=_data(b, owner)) for b in buttons]])
+
+
+def _data(button: Button, owner: int | None) -> str:
+    return f"{button.data}:{owner}" if owner is not None and button.action in OWNED_ACTIONS else button.data
+
+
+def _owner_of(argument: str) -> tuple[str, str]:
+    """An owned button's argument and the id of the user it belongs to ("" if it carries none)."""
+    argument, _, owner = argument.partition(":")
+    return argument, owner
 
 
 def _fits_as_photo(image: ReplyImage) -> bool:
@@ -82,6 +105,8 @@ class TelegramFrontEnd:
 
     def __init__(self, settings: TelegramSettings, service: LikenessService) -> None:
         assert settings.token is not None
+        if settings.webhook_url:
+            _check_webhook_secret(settings)
         self.settings = settings
         self.service = service
         self.app: Application[Any, Any, Any, Any, Any, Any] = (
@@ -111,9 +136,13 @@ class TelegramFrontEnd:
             "forget": self._forget,
             "admin": self._admin,
         }
+        # Group -1 sees every update first and ends its handling there.
+        add(CommandHandler(list(simple), self._refuse_chat_sender, filters=ON_BEHALF_OF_CHAT), group=-1)
+        add(MessageHandler(ON_BEHALF_OF_CHAT & (filters.PHOTO | filters.Document.ALL), self._refuse_chat_sender), -1)
+        # Channel posts and edits match none of these: they are left alone.
         for name, callback in simple.items():
-            add(CommandHandler(name, callback))
-        add(MessageHandler(filters.PHOTO | filters.Document.ALL, self._photo))
+            add(CommandHandler(name, callback, filters=NEW_MESSAGES))
+        add(MessageHandler(NEW_MESSAGES & (filters.PHOTO | filters.Document.ALL), self._photo))
         add(CallbackQueryHandler(self._button))
         self.app.add_error_handler(self._error)
 
@@ -122,11 +151,13 @@ class TelegramFrontEnd:
         await self.app.start()
         assert self.app.updater is not None
         if self.settings.webhook_url:
-            host, _, port = self.settings.webhook_listen.rpartition(":")
-            secret = self.settings.webhook_secret.get_secret_value() if self.settings.webhook_secret else None
+            address = parse_address(self.settings.webhook_listen)
+            assert address is not None and self.settings.webhook_secret is not None  # checked by __init__
+            host, port = address
+            secret = self.settings.webhook_secret.get_secret_value()
             await self.app.updater.start_webhook(
-                listen=host or "0.0.0.0",
-                port=int(port),
+                listen=host,
+                port=port,
                 url_path="telegram",
                 webhook_url=self.settings.webhook_url,
                 secret_token=secret,
@@ -146,14 +177,21 @@ class TelegramFrontEnd:
 
     # --- rendering --------------------------------------------------------------------------------
 
-    async def _send(self, chat_id: int, reply: Reply, reply_to: int | None = None) -> Message:
+    async def _send(
+        self, chat_id: int, reply: Reply, reply_to: int | None = None, *, owner: int | None = None
+    ) -> Message:
         sent: Message = await self.app.bot.send_message(
-            chat_id, reply.text, reply_markup=_keyboard(reply.buttons), reply_parameters=_reply_parameters(reply_to)
+            chat_id,
+            reply.text,
+            reply_markup=_keyboard(reply.buttons, owner),
+            reply_parameters=_reply_parameters(reply_to),
         )
         return sent
 
     async def _answer(self, message: Message, reply: Reply) -> Message:
-        return await self._send(message.chat_id, reply, message.message_id)
+        """Reply to a user's message; buttons that act on whoever presses them belong to its sender."""
+        owner = message.from_user.id if message.from_user is not None and message.sender_chat is None else None
+        return await self._send(message.chat_id, reply, message.message_id, owner=owner)
 
     def parse_target(self, data: Mapping[str, Any]) -> TelegramTarget:
         return TelegramTarget.from_json(data)
@@ -220,6 +258,12 @@ class TelegramFrontEnd:
                 raise
 
     # --- commands ---------------------------------------------------------------------------------
+
+    async def _refuse_chat_sender(self, update: Update, context: Context) -> None:
+        message = _message(update)
+        log.info("refused a message sent on behalf of chat %s", message.sender_chat.id if message.sender_chat else "?")
+        await self._send(message.chat_id, Reply(messages.TELEGRAM_SENT_AS_CHAT), message.message_id)
+        raise ApplicationHandlerStop
 
     async def _start(self, update: Update, context: Context) -> None:
         message = _message(update)
@@ -371,10 +415,18 @@ class TelegramFrontEnd:
             return
         action, argument = parsed
         actor = _actor(query.from_user, message.chat)
+        if action in OWNED_ACTIONS:
+            argument, owner = _owner_of(argument)
+            # A button without an owner (sent before they carried one) is safe only where one person sees it.
+            if owner != actor.user_id and (owner or message.chat.type != Chat.PRIVATE):
+                await query.answer(messages.NOT_YOUR_BUTTONS, show_alert=True)
+                return
+        # Each use case runs before the query is answered, so a refusal reaches the presser: the error
+        # handler answers the query with it.
         if action in (Action.REROLL, Action.VARY):
-            await query.answer()
             target = TelegramTarget(message.chat_id, message.message_id)
             submitted = await self.service.imagine.rerun(actor, f"tg:cb:{query.id}", action, argument, target)
+            await query.answer()
             if not submitted.duplicate:
                 status = await self._send(message.chat_id, submitted.reply, message.message_id)
                 await self.service.imagine.attach_status(submitted.job_id, target.with_status(status.message_id))
@@ -382,13 +434,13 @@ class TelegramFrontEnd:
             reply = await self.service.imagine.cancel(actor, argument)
             await query.answer(reply.text)
         elif action is Action.HISTORY:
+            reply = await self.service.account.history(actor, int(argument) if argument.isdigit() else 0)
+            await _edit(message, reply.text, _keyboard(reply.buttons, query.from_user.id))
             await query.answer()
-            reply = await self.service.account.history(actor, int(argument or 0))
-            await message.edit_text(reply.text, reply_markup=_keyboard(reply.buttons))
         elif action is Action.FORGET:
-            await query.answer()
             reply = await self.service.account.forget_confirmed(actor, argument == "yes")
-            await message.edit_text(reply.text)
+            await _edit(message, reply.text, None)
+            await query.answer()
 
     # --- errors -----------------------------------------------------------------------------------
 
@@ -417,8 +469,13 @@ class TelegramFrontEnd:
             text = messages.INTERNAL_ERROR
         try:
             if query is not None:
-                await query.answer(text[:200], show_alert=True)
-            elif message is not None:
+                try:
+                    await query.answer(text[:200], show_alert=True)
+                    return
+                except BadRequest:  # answered already, or too old to answer: say it in the chat instead
+                    if message is None:
+                        raise
+            if message is not None:
                 await self._answer(message, Reply(text))
         except TelegramError:
             log.warning("could not tell the user about an error", exc_info=True)
@@ -428,3 +485,23 @@ def _message(update: Update) -> Message:
     message = update.effective_message
     assert message is not None
     return message
+
+
+async def _edit(message: Message, text: str, keyboard: InlineKeyboardMarkup | None) -> None:
+    try:
+        await message.edit_text(text, reply_markup=keyboard)
+    except BadRequest as exc:
+        if "not modified" not in exc.message.lower():  # a second press on the same button
+            raise
+
+
+def _check_webhook_secret(settings: TelegramSettings) -> None:
+    """Without the secret anyone who can reach the webhook can post forged updates, admin commands included."""
+    secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else ""
+    if not secret:
+        raise OperatorError(
+            "LIKENESS_TELEGRAM__WEBHOOK_SECRET: webhook mode (LIKENESS_TELEGRAM__WEBHOOK_URL) needs a secret token,"
+            " 1-256 of A-Z a-z 0-9 _ -"
+        )
+    if not WEBHOOK_SECRET.fullmatch(secret):
+        raise OperatorError("LIKENESS_TELEGRAM__WEBHOOK_SECRET: use 1-256 of A-Z a-z 0-9 _ - (Telegram's rule)")

@@ -42,6 +42,12 @@ class Chats:
         self._chats[chat_id] = chat
         return chat
 
+    def channel(self, title: str, *, username: str | None) -> TgChat:
+        number = next(self._group_ids)
+        chat = TgChat(-1_001_000_000_000 - number, "channel", title=title, username=username)
+        self._chats[chat.id] = chat
+        return chat
+
     def chat_of(self, who: TgUser | TgChat | int) -> TgChat:
         if isinstance(who, TgUser):
             return self.private_chat(who)
@@ -68,11 +74,14 @@ class Chats:
 
     # -- messages
 
-    def new_message(self, chat: TgChat, sender: JSON) -> JSON:
-        """A Message with the chat's next id, not yet kept."""
+    def new_message(self, chat: TgChat, sender: JSON | None) -> JSON:
+        """A Message with the chat's next id, not yet kept; a channel post has no sender."""
         message_id = self._last_message_id.get(chat.id, 0) + 1
         self._last_message_id[chat.id] = message_id
-        return {"message_id": message_id, "from": sender, "chat": chat.to_json(), "date": int(time.time())}
+        message: JSON = {"message_id": message_id, "chat": chat.to_json(), "date": int(time.time())}
+        if sender is not None:
+            message["from"] = sender
+        return message
 
     def keep(self, chat_id: int, message: JSON) -> None:
         self._messages.setdefault(chat_id, {})[message["message_id"]] = message

@@ -28,6 +28,14 @@ class TgUser:
         return data
 
 
+# The placeholder senders Telegram puts in "from" when a message is sent on behalf of a chat (its
+# "sender_chat"): a linked channel's post forwarded into the discussion group, an anonymous group admin,
+# and a user posting as one of their channels.
+SERVICE_NOTIFICATIONS = TgUser(777000, "Telegram", language_code=None)
+GROUP_ANONYMOUS_BOT = TgUser(1087968824, "Group", username="GroupAnonymousBot", language_code=None, is_bot=True)
+CHANNEL_BOT = TgUser(136817688, "Channel", username="Channel_Bot", language_code=None, is_bot=True)
+
+
 @dataclass(frozen=True)
 class TgChat:
     """A simulated chat; a private chat has the id of its user, as on Telegram."""

@@ -24,7 +24,10 @@ from tests.fakes.telegram.chats import Chats
 from tests.fakes.telegram.formatting import auto_entities, format_text, u16
 from tests.fakes.telegram.media import FileStore, check_photo, document_names, image_size
 from tests.fakes.telegram.models import (
+    CHANNEL_BOT,
+    GROUP_ANONYMOUS_BOT,
     JSON,
+    SERVICE_NOTIFICATIONS,
     ApiCall,
     BotMessage,
     CallbackAnswer,
@@ -238,6 +241,10 @@ class FakeTelegram:
     def group(self, title: str = "Likeness testers", *, supergroup: bool = True, username: str | None = None) -> TgChat:
         return self._chats.group(title, supergroup=supergroup, username=username)
 
+    def channel(self, title: str = "Likeness news", *, username: str | None = None) -> TgChat:
+        """A channel with the bot as an admin: its posts reach the bot as channel_post updates."""
+        return self._chats.channel(title, username=username)
+
     # -- injecting what users do
 
     def send_text(self, user: TgUser, chat: TgChat, text: str, *, reply_to: BotMessage | int | None = None) -> JSON:
@@ -295,6 +302,77 @@ class FakeTelegram:
         content: JSON = {"document": self._files.document(data, filename, mime_type, file_size)}
         content.update(self._caption_fields(caption))
         return self._user_message(user, chat, content, None)
+
+    def send_on_behalf_of(
+        self,
+        sender_chat: TgChat,
+        chat: TgChat,
+        text: str | None = None,
+        *,
+        photo: bytes | None = None,
+        caption: str | None = None,
+        automatic_forward: bool = False,
+    ) -> JSON:
+        """A message in a group sent on behalf of a chat, with the placeholder sender Telegram puts in "from".
+
+        ``sender_chat`` is the group itself for an anonymous admin, or a channel: a user posting as their
+        channel, or with ``automatic_forward`` the channel's post copied into its linked discussion group."""
+        chat = self._chats.chat_of(chat)
+        if chat.type not in ("group", "supergroup"):
+            raise ValueError("only group messages are sent on behalf of a chat; a channel's own are channel posts")
+        if (sender_chat.id == chat.id) == (sender_chat.type == "channel"):
+            raise ValueError("a message is sent on behalf of its own group (anonymous admin) or of a channel")
+        content = self._content(text, photo, caption)
+        content["sender_chat"] = sender_chat.to_json()
+        if sender_chat.id == chat.id:
+            placeholder = GROUP_ANONYMOUS_BOT
+        elif automatic_forward:
+            placeholder = SERVICE_NOTIFICATIONS
+            content["is_automatic_forward"] = True
+            content["forward_origin"] = {
+                "type": "channel",
+                "chat": sender_chat.to_json(),
+                "message_id": 1,
+                "date": int(time.time()),
+            }
+        else:
+            placeholder = CHANNEL_BOT
+        return self._user_message(placeholder, chat, content, None)
+
+    def post_in_channel(
+        self, channel: TgChat, text: str | None = None, *, photo: bytes | None = None, caption: str | None = None
+    ) -> JSON:
+        """A post in a channel: a channel_post update, with the channel as sender_chat and no "from"."""
+        channel = self._chats.chat_of(channel)
+        if channel.type != "channel":
+            raise ValueError(f"chat {channel.id} is not a channel")
+        message = self._chats.new_message(channel, None)
+        message["sender_chat"] = channel.to_json()
+        message.update(self._content(text, photo, caption))
+        self._chats.keep(channel.id, message)
+        self.inject_update("channel_post", message)
+        return message
+
+    def edit_message(self, message: JSON, *, text: str | None = None, caption: str | None = None) -> JSON:
+        """Its sender edits a message: an edited_message update (edited_channel_post in a channel) that
+        carries the whole message as it is now, with edit_date."""
+        edited = copy.deepcopy(message)
+        if text is not None:
+            if "text" not in edited:
+                raise ValueError("the message has no text to edit")
+            edited["text"] = text
+            edited.pop("entities", None)
+            if entities := auto_entities(text):
+                edited["entities"] = entities
+        if caption is not None:
+            edited.pop("caption_entities", None)
+            edited.update(self._caption_fields(caption))
+        edited["edit_date"] = int(time.time())
+        chat_id = int(edited["chat"]["id"])
+        self._chats.keep(chat_id, edited)
+        channel = edited["chat"]["type"] == "channel"
+        self.inject_update("edited_channel_post" if channel else "edited_message", edited)
+        return edited
 
     def press_button(self, user: TgUser, message: BotMessage, callback_data: str, *, check: bool = True) -> str:
         """A press on an inline button of a bot message; returns the callback query id.
@@ -867,6 +945,21 @@ class FakeTelegram:
     def _photo_input(self, data: bytes, upload: bool) -> list[JSON]:
         size = check_photo(data) if upload else image_size(data) or (0, 0)
         return self._files.photo_sizes(data, size, None)
+
+    def _content(self, text: str | None, photo: bytes | None, caption: str | None) -> JSON:
+        """A message's text, or its photo (as the sizes Telegram makes) and caption."""
+        if (text is None) == (photo is None):
+            raise ValueError("give text or a photo")
+        if text is not None:
+            content: JSON = {"text": text}
+            if entities := auto_entities(text):
+                content["entities"] = entities
+            return content
+        assert photo is not None
+        size = image_size(photo)
+        if size is None:
+            raise ValueError("photo is not an image Pillow can read")
+        return {"photo": self._files.photo_sizes(photo, size, None), **self._caption_fields(caption)}
 
     def _user_message(self, user: TgUser, chat: TgChat, content: JSON, reply_to: BotMessage | int | None) -> JSON:
         chat = self._chats.chat_of(chat)

@@ -1,4 +1,8 @@
-"""Progress edits to status messages, coalesced: at most one edit per job every few seconds."""
+"""Progress edits to status messages, coalesced: at most one edit per job every few seconds.
+
+A job that finishes in another process (a worker elsewhere, a lease taken over) sends this one no
+"finished" event, so what is kept per job is also dropped once the job has been quiet for a while.
+"""
 
 from __future__ import annotations
 
@@ -23,11 +27,15 @@ class ProgressEdits:
         hub: ProgressHub,
         *,
         interval_s: float = 3.0,
+        quiet_s: float = 900.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.results, self.frontends, self.interval_s, self.clock = results, frontends, interval_s, clock
+        self.quiet_s = quiet_s
         self._latest: dict[str, str] = {}
         self._last_edit: dict[str, float] = {}
+        self._last_event: dict[str, float] = {}
+        self._next_sweep = clock() + quiet_s
         self._scheduled: dict[str, asyncio.Task[None]] = {}
         self._unsubscribe = hub.subscribe(self._on_progress)
 
@@ -36,14 +44,35 @@ class ProgressEdits:
         for task in self._scheduled.values():
             task.cancel()
 
-    def _on_progress(self, event: JobProgress) -> None:
-        if event.kind is ProgressKind.FINISHED:
-            self._latest.pop(event.job_id, None)
-            self._last_edit.pop(event.job_id, None)
+    @property
+    def tracked(self) -> set[str]:
+        """The jobs whose progress is held now."""
+        return set(self._latest) | set(self._last_edit) | set(self._last_event) | set(self._scheduled)
+
+    def _forget(self, job_id: str) -> None:
+        self._latest.pop(job_id, None)
+        self._last_edit.pop(job_id, None)
+        self._last_event.pop(job_id, None)
+
+    def _sweep(self, now: float) -> None:
+        """Drop the jobs quiet for ``quiet_s``: they finished where this process could not see it."""
+        if now < self._next_sweep:
             return
+        self._next_sweep = now + self.quiet_s
+        for job_id in [j for j, at in self._last_event.items() if now - at >= self.quiet_s]:
+            if job_id not in self._scheduled:
+                self._forget(job_id)
+
+    def _on_progress(self, event: JobProgress) -> None:
+        now = self.clock()
+        self._sweep(now)
+        if event.kind is ProgressKind.FINISHED:
+            self._forget(event.job_id)
+            return
+        self._last_event[event.job_id] = now
         # The status message was just posted: the first edit waits a full interval too, so a job that
         # finishes quickly costs no edit at all.
-        self._last_edit.setdefault(event.job_id, self.clock())
+        self._last_edit.setdefault(event.job_id, now)
         text = messages.status_progress(event)
         if text is None or self._latest.get(event.job_id) == text:
             return
@@ -62,7 +91,8 @@ class ProgressEdits:
             return
         stored = await self.results.progress_target(job_id)
         if stored is None:
-            return  # finished meanwhile: the result replaces the status
+            self._forget(job_id)  # finished meanwhile, maybe elsewhere: the result replaces the status
+            return
         frontend = self.frontends.get(stored.platform)
         if frontend is None:
             return

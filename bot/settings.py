@@ -98,6 +98,14 @@ class LogSettings(BaseModel):
     level: str = "INFO"
 
 
+class DeliverySettings(BaseModel):
+    # A result that fails to reach the chat for a reason that may pass is retried, with growing waits, for this
+    # long after the first failure; then it is refunded. A blocked bot or a deleted chat ends it at once.
+    retry_window_s: float = Field(6 * 3600, ge=0)
+    retry_base_s: float = Field(5, gt=0)
+    retry_cap_s: float = Field(900, gt=0)
+
+
 class RetentionSettings(BaseModel):
     days: float = Field(30, ge=0, description="days raw photos and outputs are kept (0: forever)")
 
@@ -126,6 +134,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = MetricsSettings()
     log: LogSettings = LogSettings()
     retention: RetentionSettings = RetentionSettings()
+    delivery: DeliverySettings = DeliverySettings()
     local: LocalSettings = LocalSettings()
     telegram: TelegramSettings = TelegramSettings()
     discord: DiscordSettings = DiscordSettings()

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import io
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
+import aiohttp
 import discord
 from discord import app_commands
 
@@ -20,7 +22,7 @@ from bot.discord.endpoints import configured_endpoints
 from bot.discord.target import PLATFORM, DiscordTarget
 from bot.discord.views import ActionButton, view_for
 from bot.errors import OperatorError, UserError
-from bot.frontend import Undeliverable
+from bot.frontend import DeliveryDeferred, DeliveryParts, Undeliverable
 from bot.intake import MAX_BYTES
 from bot.service.actors import Actor
 from bot.service.admin import ChannelChange
@@ -37,6 +39,7 @@ START_TIMEOUT_S = 60.0
 TOKEN_MARGIN_S = 60.0  # an interaction token this close to its 15 minutes is not used any more
 MAX_FILES = 10  # attachments per Discord message
 TOKEN_GONE = {10008, 10015, 10062, 50027}  # unknown message / webhook / interaction, invalid webhook token
+NEVER_DELIVERABLE = {50007, 10003, 10013}  # cannot send messages to this user, unknown channel, unknown user
 NSFW_CAPABLE = (discord.TextChannel, discord.VoiceChannel, discord.StageChannel, discord.ForumChannel, discord.Thread)
 AnyInteraction = discord.Interaction[Any]
 
@@ -275,11 +278,23 @@ class DiscordFrontEnd:
 
     # --- results and progress ---------------------------------------------------------------------
 
-    async def deliver(self, job_id: str, target: DiscordTarget, reply: Reply) -> str:
+    async def deliver(
+        self, job_id: str, target: DiscordTarget, reply: Reply, parts: DeliveryParts | None = None
+    ) -> str:
+        try:
+            return await self._deliver(job_id, target, reply, parts or DeliveryParts())
+        except discord.RateLimited as exc:  # a wait longer than the client would sit through
+            raise DeliveryDeferred(f"discord rate limit: {exc}", retry_after_s=exc.retry_after) from None
+        except discord.DiscordServerError as exc:
+            raise DeliveryDeferred(f"discord unavailable ({exc.status})") from None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise DeliveryDeferred(f"discord unreachable: {exc!r}") from None
+
+    async def _deliver(self, job_id: str, target: DiscordTarget, reply: Reply, parts: DeliveryParts) -> str:
         spoiler_nsfw = not target.nsfw
         if _token_usable(target):
             try:
-                await self._send(self._webhook(target), reply, spoiler_nsfw=spoiler_nsfw)
+                await self._send(self._webhook(target), reply, parts, spoiler_nsfw=spoiler_nsfw)
             except discord.HTTPException as exc:
                 if exc.code not in TOKEN_GONE and exc.status != 401:
                     raise
@@ -289,15 +304,17 @@ class DiscordFrontEnd:
                 return "interaction"
         channel = self.client.get_partial_messageable(target.channel_id)
         try:
-            await self._send(channel, reply, spoiler_nsfw=spoiler_nsfw, mention=str(target.user_id))
+            await self._send(channel, reply, parts, spoiler_nsfw=spoiler_nsfw, mention=str(target.user_id))
             return "channel"
         except (discord.Forbidden, discord.NotFound) as exc:
             log.info("cannot post in channel (%s); sending a DM", exc.code, extra=_job(job_id))
         try:
             dm = await self.client.create_dm(discord.Object(target.user_id))
-            await self._send(dm, reply, spoiler_nsfw=True)
+            await self._send(dm, reply, parts, spoiler_nsfw=True)
         except (discord.Forbidden, discord.NotFound) as exc:
-            raise Undeliverable(f"discord refused a DM to the user ({exc.code})") from None
+            if exc.code in NEVER_DELIVERABLE:
+                raise Undeliverable(f"discord refused a DM to the user ({exc.code})") from None
+            raise
         return "dm"
 
     def _webhook(self, target: DiscordTarget) -> discord.Webhook:
@@ -307,18 +324,22 @@ class DiscordFrontEnd:
     async def _send(
         destination: discord.Webhook | discord.abc.Messageable,
         reply: Reply,
+        parts: DeliveryParts,
         *,
         spoiler_nsfw: bool,
         mention: str | None = None,
     ) -> None:
-        """Post the reply, ten files per message, buttons on the last one."""
+        """Post the reply, ten files per message, buttons on the last one; messages ``parts`` says were
+        posted by an earlier try are not posted again."""
         text = messages.discord_for_user(mention, reply.text) if mention else reply.text
         mentions = discord.AllowedMentions(
             everyone=False, roles=False, users=[discord.Object(int(mention))] if mention else False
         )
         chunks = [reply.images[i : i + MAX_FILES] for i in range(0, len(reply.images), MAX_FILES)] or [()]
         view = view_for(reply.buttons)
-        for index, chunk in enumerate(chunks):
+
+        async def post(index: int) -> None:
+            chunk = chunks[index]
             kwargs: dict[str, Any] = {"allowed_mentions": mentions}
             if chunk:
                 kwargs["files"] = [_file(image, spoiler=spoiler_nsfw and image.nsfw) for image in chunk]
@@ -329,6 +350,8 @@ class DiscordFrontEnd:
                 await destination.send(content, wait=True, **kwargs)
             else:
                 await destination.send(content or None, **kwargs)
+
+        await parts.send([functools.partial(post, index) for index in range(len(chunks))])
 
     async def _delete_status(self, target: DiscordTarget, job_id: str) -> None:
         if target.status_message_id is None:

@@ -18,6 +18,7 @@ from bot.errors import UserError
 from bot.service.actors import SHELL, Actor
 from storage import audit, quota, scopes, stats, users
 from storage.db import Database
+from storage.jobs import cancel_all_of_user
 from storage.models import User
 from storage.quota import utc_day
 
@@ -163,15 +164,13 @@ class AdminService:
         self.require(actor)
         user = await self._user(actor, ref)
         target = f"{user.platform}:{user.platform_user_id}"
-        await self._audited(
-            actor,
-            "ban" if banned else "unban",
-            target,
-            lambda session: users.set_user_fields(
-                session=session, user_id=user.id or 0, banned=banned, ban_reason=reason[:256]
-            ),
-            reason=reason,
-        )
+
+        def change(session: Any) -> None:
+            users.set_user_fields(session=session, user_id=user.id or 0, banned=banned, ban_reason=reason[:256])
+            if banned:  # jobs already queued would still run and charge: they end with the ban, refunded
+                cancel_all_of_user(session=session, user_id=user.id or 0, now=self.clock())
+
+        await self._audited(actor, "ban" if banned else "unban", target, change, reason=reason)
         return messages.banned(target) if banned else messages.unbanned(target)
 
     async def stats(self, actor: Actor) -> str:

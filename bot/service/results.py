@@ -34,14 +34,39 @@ class JobTarget:
         return str(self.data.get("platform", ""))
 
 
+@dataclass(frozen=True)
+class PendingResult:
+    """A finished job whose reply is still owed: where it goes and how far earlier tries got."""
+
+    target: JobTarget
+    parts_sent: int = 0  # messages of the reply already posted
+    attempts: int = 0  # tries that failed so far
+    failing_since: float | None = None  # when the first try failed
+
+    @property
+    def job_id(self) -> str:
+        return self.target.job_id
+
+
 class Results:
     def __init__(self, *, db: Database, blobs: BlobStore, clock: Callable[[], float] = time.time) -> None:
         self.db, self.blobs, self.clock = db, blobs, clock
 
-    async def pending(self, platforms: Sequence[str], limit: int = 100) -> list[JobTarget]:
-        """Finished jobs of these platforms' users whose result still has to be delivered, oldest first."""
-        found = await self.db.read(delivery.pending_deliveries, platforms=list(platforms), limit=limit)
-        return [JobTarget(job.id, job.reply_target) for job in found]
+    async def pending(self, platforms: Sequence[str], limit: int = 100) -> list[PendingResult]:
+        """Finished jobs of these platforms' users whose result still has to be delivered and whose next try
+        is due, oldest first."""
+        found = await self.db.read(
+            delivery.pending_deliveries, platforms=list(platforms), now=self.clock(), limit=limit
+        )
+        return [
+            PendingResult(
+                JobTarget(job.id, job.reply_target),
+                job.delivery_parts,
+                job.delivery_attempts,
+                job.delivery_failing_since,
+            )
+            for job in found
+        ]
 
     async def reply(self, job_id: str) -> Reply | None:
         """What to deliver for a finished job; None if the job is gone (its user asked to forget it)."""
@@ -51,12 +76,18 @@ class Results:
     async def delivered(self, job_id: str, path: str) -> None:
         await self._mark(job_id, DeliveryState.DELIVERED, path)
 
-    async def undeliverable(self, job_id: str) -> None:
-        await self._mark(job_id, DeliveryState.UNDELIVERABLE, None)
+    async def undeliverable(self, job_id: str) -> bool:
+        """The result will never arrive: stop trying, and refund it if it was charged. False if its delivery
+        had already ended."""
+        return await self.db.write(delivery.give_up, job_id=job_id, now=self.clock())
 
-    async def failed_attempt(self, job_id: str) -> int:
-        """Count a delivery that failed for a reason that may pass; returns the attempts so far."""
-        return await self.db.write(delivery.count_delivery_attempt, job_id=job_id, now=self.clock())
+    async def parts_sent(self, job_id: str, parts: int) -> None:
+        """The reply's first ``parts`` messages are posted: a later try starts after them."""
+        await self.db.write(delivery.record_parts, job_id=job_id, parts=parts, now=self.clock())
+
+    async def retry_at(self, job_id: str, when: float) -> int:
+        """A try failed for a reason that may pass: try again at ``when``. Returns the failed tries so far."""
+        return await self.db.write(delivery.retry_delivery, job_id=job_id, next_at=when, now=self.clock())
 
     async def progress_target(self, job_id: str) -> JobTarget | None:
         """Where to show a running job's progress; None once it finished (the result replaces the status)."""

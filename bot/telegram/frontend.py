@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import functools
 import logging
 import re
 from collections.abc import Callable, Coroutine, Mapping
@@ -18,7 +20,7 @@ from telegram import (
     Update,
     User,
 )
-from telegram.error import BadRequest, Forbidden, TelegramError
+from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
 from telegram.ext import (
     AIORateLimiter,
     Application,
@@ -33,7 +35,7 @@ from telegram.ext import (
 
 from bot import messages
 from bot.errors import OperatorError, UserError
-from bot.frontend import Undeliverable
+from bot.frontend import DeliveryDeferred, DeliveryParts, Undeliverable
 from bot.intake import MAX_BYTES
 from bot.service.actors import Actor
 from bot.service.imagine import ImagineInput
@@ -196,19 +198,28 @@ class TelegramFrontEnd:
     def parse_target(self, data: Mapping[str, Any]) -> TelegramTarget:
         return TelegramTarget.from_json(data)
 
-    async def deliver(self, job_id: str, target: TelegramTarget, reply: Reply) -> str:
+    async def deliver(
+        self, job_id: str, target: TelegramTarget, reply: Reply, parts: DeliveryParts | None = None
+    ) -> str:
         chat_id, reply_to = target.chat_id, target.message_id
+        parts = parts or DeliveryParts()
         try:
             if not reply.images:
-                await self._send(chat_id, reply, reply_to)
+                await parts.send([lambda: self._send(chat_id, reply, reply_to)])
             else:
-                await self._send_images(chat_id, reply, reply_to)
-        except Forbidden as exc:
+                await parts.send(self._image_messages(chat_id, reply, reply_to))
+        except Forbidden as exc:  # 403: the user blocked the bot, or it was removed from the group
             raise Undeliverable(f"telegram refused: {exc.message}") from None
         except BadRequest as exc:
             if "chat not found" in exc.message.lower():
                 raise Undeliverable(f"telegram refused: {exc.message}") from None
             raise
+        except RetryAfter as exc:  # the rate limiter's own retries ran out
+            wait = exc.retry_after
+            seconds = wait.total_seconds() if isinstance(wait, dt.timedelta) else float(wait)
+            raise DeliveryDeferred(f"telegram flood control: {exc.message}", retry_after_s=seconds) from None
+        except NetworkError as exc:  # 5xx, timeouts, connection errors: Telegram is unavailable for now
+            raise DeliveryDeferred(f"telegram unavailable: {exc.message}") from None
         if target.status_message_id:
             try:
                 await self.app.bot.delete_message(chat_id, target.status_message_id)
@@ -216,34 +227,47 @@ class TelegramFrontEnd:
                 log.debug("status message already gone", extra={"job_id": job_id})
         return "reply"
 
-    async def _send_images(self, chat_id: int, reply: Reply, reply_to: int | None) -> None:
-        reply_parameters = _reply_parameters(reply_to)
+    def _image_messages(
+        self, chat_id: int, reply: Reply, reply_to: int | None
+    ) -> list[Callable[[], Coroutine[Any, Any, object]]]:
+        """The messages that carry a result's images, in order (the same order on every try)."""
+        bot, reply_parameters = self.app.bot, _reply_parameters(reply_to)
         photos = [image for image in reply.images if _fits_as_photo(image)]
         documents = [image for image in reply.images if not _fits_as_photo(image)]
         keyboard = _keyboard(reply.buttons)
         if len(photos) == 1 and not documents:
             image = photos[0]
-            await self.app.bot.send_photo(
-                chat_id,
-                image.data,
-                caption=reply.text,
-                reply_markup=keyboard,
-                reply_parameters=reply_parameters,
-                has_spoiler=image.nsfw,
-            )
-            return
+            return [
+                lambda: bot.send_photo(
+                    chat_id,
+                    image.data,
+                    caption=reply.text,
+                    reply_markup=keyboard,
+                    reply_parameters=reply_parameters,
+                    has_spoiler=image.nsfw,
+                )
+            ]
+        sends: list[Callable[[], Coroutine[Any, Any, object]]] = []
         if len(photos) > 1:
             media = [
                 InputMediaPhoto(image.data, caption=reply.text if index == 0 else None, has_spoiler=image.nsfw)
                 for index, image in enumerate(photos)
             ]
-            await self.app.bot.send_media_group(chat_id, media, reply_parameters=reply_parameters)
+            sends.append(lambda: bot.send_media_group(chat_id, media, reply_parameters=reply_parameters))
         for image in documents:
-            await self.app.bot.send_document(
-                chat_id, image.data, filename=image.filename, caption=reply.text, reply_parameters=reply_parameters
+            sends.append(
+                functools.partial(
+                    bot.send_document,
+                    chat_id,
+                    image.data,
+                    filename=image.filename,
+                    caption=reply.text,
+                    reply_parameters=reply_parameters,
+                )
             )
         if keyboard is not None:  # albums and documents cannot carry buttons of their own
-            await self.app.bot.send_message(chat_id, messages.BUTTONS_BELOW, reply_markup=keyboard)
+            sends.append(lambda: bot.send_message(chat_id, messages.BUTTONS_BELOW, reply_markup=keyboard))
+        return sends
 
     async def show_progress(self, job_id: str, target: TelegramTarget, text: str) -> None:
         if not target.status_message_id:

@@ -129,7 +129,8 @@ async def test_quota_refusals_say_why_and_reserve_nothing(world: World) -> None:
         await world.service.imagine.submit(ANN, asked("e4"))
     assert banned.value.message == "You can't use this bot."
     user = await world.user(ANN)
-    assert (user.credits, user.reserved) == (2, 1)  # only e2 holds credits
+    assert (user.credits, user.reserved) == (2, 0)  # the ban cancelled e2, queued, and refunded it
+    assert (await world.job("e2")).state == "cancelled"
 
 
 async def test_a_paused_scope_or_a_channel_outside_the_list_refuses_new_jobs(world: World) -> None:

@@ -7,8 +7,10 @@ import asyncio
 from bot import messages
 from bot.service.imagine import ImagineInput
 from bot.service.replies import Action, Button
+from bot.service.results import Results
 from engine.errors import NoFaceError
-from tests.bot.service.conftest import ANN, BOB, ChatTarget, World, face_photo
+from storage import reconcile
+from tests.bot.service.conftest import ANN, BOB, WELCOME, ChatTarget, World, face_photo
 from tests.bot.service.scripted import tiny_png
 
 
@@ -23,8 +25,9 @@ async def test_a_rendered_job_delivers_its_images_caption_and_buttons_once(world
     await world.run_jobs()
 
     [pending] = await results.pending(["telegram"])
-    assert (pending.job_id, pending.platform) == ("e1", "test")
-    assert dict(pending.data) == {"platform": "test", "chat": "c1", "status": None}
+    assert (pending.job_id, pending.target.platform) == ("e1", "test")
+    assert dict(pending.target.data) == {"platform": "test", "chat": "c1", "status": None}
+    assert (pending.parts_sent, pending.attempts, pending.failing_since) == (0, 0, None)
     assert await results.pending(["discord"]) == []  # another platform's users
 
     reply = await results.reply("e1")
@@ -57,15 +60,51 @@ async def test_failed_and_cancelled_jobs_deliver_what_happened_and_the_refund(wo
     assert await results.reply("nobody") is None
 
 
-async def test_failed_attempts_are_counted_and_an_undeliverable_job_leaves_the_queue(world: World) -> None:
+async def test_a_failed_try_waits_for_its_time_and_a_later_try_resumes_after_the_parts_sent(world: World) -> None:
+    now = [1_000.0]
+    results = Results(db=world.db, blobs=world.blobs, clock=lambda: now[0])
+    await world.service.imagine.submit(ANN, render("e1"))
+    await world.run_jobs()
+    assert await results.retry_at("e1", 1_030.0) == 1
+    assert await results.pending(["telegram"]) == []  # not due yet
+    now[0] = 1_030.0
+    await results.parts_sent("e1", 2)
+    await results.parts_sent("e1", 1)  # a late, smaller count never goes back
+    [pending] = await results.pending(["telegram"])
+    assert (pending.parts_sent, pending.attempts, pending.failing_since) == (2, 1, 1_000.0)
+    assert await results.retry_at("e1", 1_090.0) == 2
+    job = await world.job("e1")
+    assert (job.delivery_next_at, job.delivery_failing_since) == (1_090.0, 1_000.0)  # the window's start stays
+
+
+async def test_an_undeliverable_result_is_refunded_once_and_leaves_the_queue(world: World) -> None:
     results = world.service.results
     await world.service.imagine.submit(ANN, render("e1"))
     await world.run_jobs()
-    assert [await results.failed_attempt("e1") for _ in range(3)] == [1, 2, 3]
-    await results.undeliverable("e1")
+    assert (await world.user(ANN)).credits == WELCOME - 1
+    assert await results.undeliverable("e1")
+    assert not await results.undeliverable("e1")  # once
     job = await world.job("e1")
-    assert (job.delivery_state, job.delivery_path, job.delivery_attempts) == ("undeliverable", None, 3)
+    assert (job.state, job.delivery_state, job.delivery_path) == ("succeeded", "undeliverable", None)
+    assert await world.ledger("e1") == [("commit", 1), ("refund", 1), ("reserve", 1)]
+    user = await world.user(ANN)
+    assert (user.credits, user.reserved, user.day_jobs) == (WELCOME, 0, 0)
     assert await results.pending(["telegram"]) == []
+    assert await world.db.read(reconcile.find_drift) == []
+    history = await world.service.account.history(ANN)
+    assert messages.NOT_DELIVERED in history.text
+
+
+async def test_an_undeliverable_failure_notice_refunds_nothing_more(world: World) -> None:
+    results = world.service.results
+    world.backend.fail = NoFaceError("no face found")
+    await world.service.imagine.submit(ANN, render("e1"))
+    await world.run_jobs()
+    assert await results.undeliverable("e1")
+    assert await world.ledger("e1") == [("refund", 1), ("reserve", 1)]
+    assert (await world.user(ANN)).credits == WELCOME
+    assert await world.db.read(reconcile.find_drift) == []
+    assert messages.NOT_DELIVERED not in (await world.service.account.history(ANN)).text
 
 
 async def test_progress_goes_to_the_status_message_only_while_the_job_runs(world: World) -> None:

@@ -183,7 +183,7 @@ async def test_user_who_blocked_the_bot_is_marked_undeliverable(tmp_path: Path) 
         job = await s.settled(f"tg:{chat.id}:1", DeliveryState.UNDELIVERABLE)
         assert job.state == JobState.SUCCEEDED
         row = await s.user_row(user)
-        assert row is not None and row.credits == 9  # rendered, so charged, though it could not be shown
+        assert row is not None and row.credits == 10  # rendered, but it could never be shown: refunded
 
 
 async def test_a_duplicated_update_makes_no_second_job(tmp_path: Path) -> None:

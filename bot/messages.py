@@ -274,6 +274,9 @@ def faces_deleted(count: int) -> str:
 NO_HISTORY = "You haven't rendered anything yet."
 
 
+NOT_DELIVERED = "could not be delivered (refunded)"
+
+
 def history_line(date: str, job: Any) -> str:
     prompt = str(job.params.get("prompt", ""))
     prompt = prompt if len(prompt) <= 60 else prompt[:59] + "…"
@@ -281,6 +284,8 @@ def history_line(date: str, job: Any) -> str:
     outcome = "expired" if job.expired else str(job.state)
     if job.state == "failed" and job.error:
         outcome += f" ({job.error})"
+    if job.state == "succeeded" and job.delivery_state == "undeliverable":
+        outcome += ", " + NOT_DELIVERED
     return f"• {date} — {prompt}\n  seed {seed} · {job.backend or 'not started'} · {outcome}"
 
 

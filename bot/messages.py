@@ -88,7 +88,32 @@ def refusal(refused: QuotaRefused) -> str:
 # --- photos ------------------------------------------------------------------------------------
 PHOTO_TOO_LARGE = "That file is too large: send a photo under {mb} MB."
 PHOTO_NOT_IMAGE = "That isn't a photo I can read: send a JPEG, PNG or WebP image."
-PHOTO_TOO_MANY_PIXELS = "That image has far too many pixels: send an ordinary photo."
+PHOTO_EMPTY = "That file is empty: send a photo of the face (JPEG, PNG or WebP)."
+PHOTO_ANIMATED = "Animated images aren't accepted: send a still photo of the face (JPEG, PNG or WebP)."
+
+
+def photo_kind_refused(kind: str) -> str:
+    """A file of a kind intake recognises but does not take (GIF, TIFF, SVG, HEIC…)."""
+    if kind in ("GIF", "SVG", "PDF"):
+        return f"{kind} files aren't accepted: send a photo of the face as JPEG, PNG or WebP."
+    return f"{kind} images aren't accepted: send the photo as JPEG, PNG or WebP (or as a photo, not a file)."
+
+
+def photo_too_many_pixels(width: int, height: int, megapixels: int) -> str:
+    return f"That image has too many pixels ({width}×{height}): send a photo of at most {megapixels} megapixels."
+
+
+def photo_too_big_to_open(kind: str, width: int, height: int) -> str:
+    return (
+        f"That {kind} has too many pixels to open safely ({width}×{height}): "
+        "send a smaller one, or the photo as a JPEG."
+    )
+
+
+def photo_too_narrow(width: int, height: int, ratio: int) -> str:
+    return f"That image is too long and thin ({width}×{height}): crop it closer to the face, to at most {ratio}:1."
+
+
 PHOTO_DAMAGED = "That image is damaged or incomplete: please send it again."
 PHOTO_TOO_SMALL = "That photo is too small ({w}×{h}): the face needs at least {side} px on the short side."
 
@@ -133,6 +158,18 @@ BAD_OPTION = "{flag} {value!r} is not valid: expected {expected}."
 UNKNOWN_OPTION = "Unknown option {flag}. Options: {known}, --no <things to avoid>."
 MISSING_VALUE = "{flag} needs a value."
 BAD_ASPECT = "Aspect {value!r} is not a ratio like 3:4 (between 1:4 and 4:1)."
+
+
+def text_too_long(what: str, limit: int) -> str:
+    return f"That {what} is too long: keep it under {limit} characters."
+
+
+def hidden_characters(what: str, codepoint: str) -> str:
+    return f"That {what} holds an invisible control character ({codepoint}): remove it and send it again."
+
+
+def prompt_mentions(what: str, mention: str) -> str:
+    return f"A {what} can't mention anyone ({mention}): describe the scene without the @."
 
 
 def no_backend(found: tuple[Problem, ...] | list[Problem]) -> str:
@@ -185,6 +222,13 @@ CANCELLED_REFUNDED = "Cancelled. Your credits were refunded."
 
 def queued(position: int | None) -> str:
     return "Queued" + (f" — position {position}" if position else "") + "."
+
+
+def waiting_for_worker(position: int | None) -> str:
+    return (
+        "Queued" + (f" — position {position}" if position else "") + ". No renderer is up right now: "
+        "your job waits for one and starts as soon as one is back (you are not charged if it never starts)."
+    )
 
 
 def cancel_outcome(outcome: str) -> str:
@@ -386,6 +430,7 @@ DISCORD_DESCRIPTIONS = {
 DISCORD_WORKING = "Working on it…"
 DISCORD_ALL_CHANNELS = "I answer in every channel of this server."
 DISCORD_SERVER_ONLY = "That works only in a server."
+DISCORD_RESULT_TOO_LARGE = "The image is too large to post here, even made smaller."
 
 
 def discord_channels(mentions: list[str]) -> str:

@@ -7,9 +7,11 @@ movement, once per job and kind, so the reconciler can check one against the oth
 from __future__ import annotations
 
 import datetime as dt
+from typing import cast
 
 from sqlalchemy import and_, bindparam, case, func, or_, select, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import ColumnElement
 
 from storage import fair_queue
 from storage import tables as t
@@ -137,6 +139,19 @@ def daily_limit(*, session: Connection, user_id: int, daily_jobs_default: int) -
         {"daily_default": daily_jobs_default},
     ).first()
     return int(daily_jobs_default if row is None else row[0])
+
+
+# The same conditions as the reservation itself, so the read-ahead and the submit cannot disagree.
+_MAY_RESERVE = select(_u.id).where(cast("ColumnElement[bool]", _RESERVE.whereclause))
+
+
+def check(*, session: Connection, user_id: int, cost: int, now: float, daily_jobs_default: int) -> QuotaRefused | None:
+    """Why ``reserve`` would refuse this user a job of this cost now, or None; reads only, so a request can
+    be refused before any costly work (decoding, storing photos) is done for it."""
+    params = {"uid": user_id, "cost": cost, "today": utc_day(now), "daily_default": daily_jobs_default}
+    if session.execute(_MAY_RESERVE, params).first() is not None:
+        return None
+    return refusal(session=session, user_id=user_id, cost=cost, daily_jobs_default=daily_jobs_default)
 
 
 def commit(*, session: Connection, user_id: int, job_id: str, cost: int, now: float) -> None:

@@ -14,6 +14,7 @@ from bot.service.users import Users
 from storage import identities
 from storage.blobs import BlobStore
 from storage.db import Database
+from storage.errors import QuotaRefused, RefusalReason
 
 MAX_NAME = 32
 
@@ -32,7 +33,8 @@ class Faces:
         self.max_identities, self.clock = max_identities, clock
 
     async def save(self, actor: Actor, name: str, photos: tuple[bytes, ...]) -> Reply:
-        """Save (or replace) a face under a name; it becomes the default."""
+        """Save (or replace) a face under a name; it becomes the default. A banned user, a bad name or a
+        full set of faces is refused before any photo is decoded."""
         name = name.strip().lower()
         if not name or len(name) > MAX_NAME or not all(c.isalnum() or c in "-_" for c in name):
             raise UserError(messages.BAD_FACE_NAME)
@@ -41,10 +43,14 @@ class Faces:
         if len(photos) > MAX_PHOTOS:
             raise UserError(messages.TOO_MANY_PHOTOS.format(limit=MAX_PHOTOS))
         user = await self.users.of(actor)
+        if user.banned:
+            raise UserError(messages.refusal(QuotaRefused(RefusalReason.BANNED)))
         existing = await self.db.read(identities.find, user_id=user.id or 0, name=name)
         if existing is None and await self.db.read(identities.count, user_id=user.id or 0) >= self.max_identities:
             raise UserError(messages.face_cap(self.max_identities))
-        keys = [await self.blobs.put(await normalized(photo)) for photo in photos]
+        # Every photo is decoded before any is stored: a bad one among them leaves no file behind.
+        normalized_photos = [await normalized(photo) for photo in photos]
+        keys = [await self.blobs.put(photo) for photo in normalized_photos]
         _identity, freed = await self.db.write(
             identities.save, user_id=user.id or 0, name=name, photo_keys=keys, now=self.clock()
         )

@@ -13,14 +13,14 @@ from bot import messages
 from bot.errors import UserError
 from bot.intake import MAX_PHOTOS, normalized
 from bot.service.actors import Actor
-from bot.service.options import parse_prompt
+from bot.service.options import checked_params, parse_prompt
 from bot.service.replies import Action, Button, Reply, ReplyTarget, Submitted
 from bot.service.users import Users
 from bot.settings import Settings
 from engine.capabilities import Range
 from engine.request import GenerationRequest
-from engine.routing import Router
-from storage import delivery, history, identities, jobs
+from engine.routing import Plan, Refusal, Router
+from storage import delivery, history, identities, jobs, quota
 from storage.blobs import BlobStore
 from storage.db import Database
 from storage.errors import DuplicateJob, QuotaRefused
@@ -56,20 +56,35 @@ class Imagine:
         self.settings, self.notify, self.clock = settings, notify, clock
 
     async def submit(self, actor: Actor, given: ImagineInput) -> Submitted:
-        """Queue a render of the prompt with the given photos, a saved face or the default one."""
+        """Queue a render of the prompt with the given photos, a saved face or the default one.
+
+        Everything that can refuse the request cheaply (the prompt, the routing, a ban, credits, the daily
+        limit, a missing face) does so before any photo is decoded or stored: a refused request costs a
+        few reads, and leaves no file behind.
+        """
         await self.users.check_open(actor)
         existing = await self.db.read(jobs.get, job_id=given.event_id)
         if existing is not None:  # the platform delivered this event twice
             return await self._status(existing, duplicate=True)
         prompt, params = parse_prompt(given.text)
-        params.update({k: v for k, v in given.params.items() if v is not None})
-        user = await self.users.of(actor)
-        face_keys = await self._faces(user, given)
-        faces = tuple([await self.blobs.get(key) for key in face_keys])
+        params.update(checked_params({k: v for k, v in given.params.items() if v is not None}))
         try:
-            request = GenerationRequest(prompt=prompt, faces=faces, **params)
+            request = GenerationRequest(prompt=prompt, faces=(), **params)
         except TypeError:
             raise UserError(messages.EMPTY_PROMPT) from None
+        if len(given.photos) > MAX_PHOTOS:
+            raise UserError(messages.TOO_MANY_PHOTOS.format(limit=MAX_PHOTOS))
+        user = await self.users.of(actor)
+        saved = None if given.photos else await self._saved_face(user, given.face)
+        await self._check_route(request)
+        await self._check_quota(user, request)
+        if saved is None:
+            photos = [await normalized(photo) for photo in given.photos]  # all of them, before storing one
+            face_keys = [await self.blobs.put(photo) for photo in photos]
+        else:
+            face_keys = saved
+            photos = [await self.blobs.get(key) for key in face_keys]
+        request = request.with_faces(tuple(photos))
         return await self._submit(user, given.event_id, request, face_keys, given.reply_target, kind="imagine")
 
     async def rerun(
@@ -114,15 +129,37 @@ class Imagine:
             delivery.set_reply_target, job_id=job_id, reply_target=reply_target.to_json(), now=self.clock()
         )
 
-    async def _faces(self, user: User, given: ImagineInput) -> list[str]:
-        if given.photos:
-            if len(given.photos) > MAX_PHOTOS:
-                raise UserError(messages.TOO_MANY_PHOTOS.format(limit=MAX_PHOTOS))
-            return [await self.blobs.put(await normalized(photo)) for photo in given.photos]
-        identity = await self.db.read(identities.find, user_id=user.id or 0, name=given.face)
+    async def _saved_face(self, user: User, name: str | None) -> list[str]:
+        """The photo keys of the named saved face, or of the default one."""
+        identity = await self.db.read(identities.find, user_id=user.id or 0, name=name)
         if identity is None:
-            raise UserError(messages.NO_SUCH_FACE.format(name=given.face) if given.face else messages.NO_FACE_YET)
+            raise UserError(messages.NO_SUCH_FACE.format(name=name) if name else messages.NO_FACE_YET)
         return list(identity.photo_keys)
+
+    async def _check_route(self, request: GenerationRequest) -> Plan:
+        """The route the job will carry, planned against the backends live workers serve."""
+        plan = await self.router.plan(request)
+        if not isinstance(plan, Refusal):
+            return plan
+        if plan.problems:
+            raise UserError(messages.no_backend(plan.problems))
+        log.error("no backend available: %s", "; ".join(plan.unavailable))
+        raise UserError(messages.NO_BACKEND_UP)
+
+    async def _check_quota(self, user: User, request: GenerationRequest) -> None:
+        """The submit's own quota rules, read ahead of it; the submit still decides, in its transaction."""
+        refused = await self.db.read(
+            quota.check,
+            user_id=user.id or 0,
+            cost=self._cost(request),
+            now=self.clock(),
+            daily_jobs_default=self.settings.credits.daily_jobs,
+        )
+        if refused is not None:
+            raise UserError(messages.refusal(refused))
+
+    def _cost(self, request: GenerationRequest) -> int:
+        return self.settings.credits.per_image * request.num_images
 
     async def _submit(
         self,
@@ -135,13 +172,8 @@ class Imagine:
         kind: str,
         parent_id: str | None = None,
     ) -> Submitted:
-        refusal = self.router.refusal(request)
-        if refusal is not None:
-            if refusal.problems:
-                raise UserError(messages.no_backend(refusal.problems))
-            log.error("no backend available: %s", "; ".join(refusal.unavailable))
-            raise UserError(messages.NO_BACKEND_UP)
-        cost = self.settings.credits.per_image * request.num_images
+        plan = await self._check_route(request)
+        cost = self._cost(request)
         try:
             await self.db.write(
                 jobs.submit,
@@ -151,7 +183,7 @@ class Imagine:
                     params=request.to_params(),
                     cost=cost,
                     face_keys=face_keys,
-                    route=list(self.router.route),
+                    route=list(plan.route),
                     reply_target=reply_target.to_json(),
                     kind=kind,
                     parent_id=parent_id,
@@ -167,14 +199,19 @@ class Imagine:
             assert existing is not None
             return await self._status(existing, duplicate=True)
         log.info("job queued kind=%s cost=%d", kind, cost, extra={"job_id": job_id})
+        if plan.waiting:
+            log.warning("no live worker serves %s: the job waits for one", ",".join(plan.route) or "any backend")
         self.notify()
         job = await self.db.read(jobs.get, job_id=job_id)
         assert job is not None
-        return await self._status(job)
+        return await self._status(job, waiting=plan.waiting)
 
-    async def _status(self, job: Job, *, duplicate: bool = False) -> Submitted:
+    async def _status(self, job: Job, *, duplicate: bool = False, waiting: bool = False) -> Submitted:
         position = await self.db.read(jobs.queue_position, job_id=job.id)
-        text = messages.queued(position) if job.state == JobState.QUEUED else messages.STARTED
+        if job.state != JobState.QUEUED:
+            text = messages.STARTED
+        else:
+            text = messages.waiting_for_worker(position) if waiting else messages.queued(position)
         buttons = (Button("Cancel", Action.CANCEL, job.id),) if not JobState(job.state).terminal else ()
         return Submitted(job.id, Reply(text, buttons), duplicate)
 

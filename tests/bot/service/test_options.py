@@ -8,7 +8,7 @@ import pytest
 
 from bot import messages
 from bot.errors import UserError
-from bot.service.options import FLAGS, parse_prompt
+from bot.service.options import FLAGS, checked_params, parse_prompt
 from engine.request import size_for_aspect
 
 
@@ -78,3 +78,131 @@ def test_an_unknown_option_lists_the_known_ones() -> None:
         parse_prompt("a knight --style noir")
     assert refused.value.message == messages.UNKNOWN_OPTION.format(flag="--style", known=", ".join(sorted(FLAGS)))
     assert "--ar" in refused.value.message and "--seed" in refused.value.message
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "a knight --guidance nan",
+            messages.BAD_OPTION.format(flag="--guidance", value="nan", expected="a finite number"),
+        ),
+        ("a knight --iw inf", messages.BAD_OPTION.format(flag="--iw", value="inf", expected="a finite number")),
+        (
+            "a knight --true-cfg -Infinity",
+            messages.BAD_OPTION.format(flag="--true-cfg", value="-Infinity", expected="a finite number"),
+        ),
+        (
+            "a knight --guidance 1e999",
+            messages.BAD_OPTION.format(flag="--guidance", value="1e999", expected="a finite number"),
+        ),
+        ("a knight --steps 1e9", messages.BAD_OPTION.format(flag="--steps", value="1e9", expected="a whole number")),
+        (
+            "a knight --seed " + "9" * 5000,
+            messages.BAD_OPTION.format(flag="--seed", value="9" * 39 + "…", expected="a whole number"),
+        ),
+    ],
+    ids=["nan", "inf", "minus-infinity", "overflow", "float-for-int", "5000-digits"],
+)
+def test_numbers_no_backend_could_take_are_refused_by_the_parser(text: str, message: str) -> None:
+    with pytest.raises(UserError) as refused:
+        parse_prompt(text)
+    assert refused.value.message == message
+
+
+@pytest.mark.parametrize(
+    ("text", "codepoint"),
+    [
+        ("a knight\x00 in armour", "U+0000"),
+        ("a knight \x1b[31m in red", "U+001B"),
+        ("a knight \x7f", "U+007F"),
+        ("a knight \x85 next line", "U+0085"),
+        ("a knight \u202eromra ni", "U+202E"),
+        ("a knight \u2066isolated\u2069", "U+2066"),
+        ("a knight \u200f", "U+200F"),
+        ("a knight --no hats\u202d", "U+202D"),
+    ],
+    ids=["nul", "escape", "delete", "c1-next-line", "rtl-override", "isolate", "rtl-mark", "in-the-negative"],
+)
+def test_control_and_bidirectional_characters_are_refused_by_codepoint(text: str, codepoint: str) -> None:
+    with pytest.raises(UserError) as refused:
+        parse_prompt(text)
+    assert refused.value.message == messages.hidden_characters("prompt", codepoint)
+
+
+def test_line_breaks_tabs_and_joiners_are_ordinary_text() -> None:
+    assert parse_prompt("a knight\nin armour\t--seed 2") == ("a knight in armour", {"seed": 2})
+    assert parse_prompt("a family 👨\u200d👩\u200d👧 portrait") == ("a family 👨\u200d👩\u200d👧 portrait", {})
+
+
+@pytest.mark.parametrize(
+    ("text", "mention"),
+    [
+        ("a portrait of @everyone", "@everyone"),
+        ("a knight @here", "@here"),
+        ("a knight with <@123456789>", "<@123456789>"),
+        ("a knight with <@!123456789>", "<@!123456789>"),
+        ("a knight for <@&42424242>", "<@&42424242>"),
+        ("a knight in <#987654321>", "<#987654321>"),
+        ("a portrait with @durov", "@durov"),
+        ("@LikenessBot @someone_else a knight", "@someone_else"),
+        ("a knight --no @everyone", "@everyone"),
+    ],
+)
+def test_mentions_are_refused_since_the_prompt_is_echoed_with_the_result(text: str, mention: str) -> None:
+    with pytest.raises(UserError) as refused:
+        parse_prompt(text)
+    assert refused.value.message == messages.prompt_mentions("prompt", mention)
+
+
+@pytest.mark.parametrize(
+    ("text", "prompt"),
+    [
+        ("@LikenessBot a knight", "a knight"),
+        ("a cat @ the beach", "a cat @ the beach"),
+        ("ask me@example.com", "ask me@example.com"),
+        ("a knight @home", "a knight @home"),  # shorter than any Telegram username
+    ],
+)
+def test_an_addressed_bot_and_at_signs_that_mention_nobody_are_fine(text: str, prompt: str) -> None:
+    assert parse_prompt(text) == (prompt, {})
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        (
+            {"guidance": float("nan")},
+            messages.BAD_OPTION.format(flag="guidance", value="nan", expected="a finite number"),
+        ),
+        (
+            {"id_weight": float("-inf")},
+            messages.BAD_OPTION.format(flag="id_weight", value="-inf", expected="a finite number"),
+        ),
+        ({"negative_prompt": "hats\u202e"}, messages.hidden_characters("negative prompt", "U+202E")),
+        ({"negative_prompt": "@everyone"}, messages.prompt_mentions("negative prompt", "@everyone")),
+        (
+            {"negative_prompt": "x" * (messages.MAX_PROMPT + 1)},
+            messages.text_too_long("negative prompt", messages.MAX_PROMPT),
+        ),
+    ],
+    ids=["nan", "minus-inf", "bidi", "mention", "too-long"],
+)
+def test_structured_options_are_held_to_the_same_rules(params: dict[str, Any], message: str) -> None:
+    with pytest.raises(UserError) as refused:
+        checked_params(params)
+    assert refused.value.message == message
+
+
+def test_a_typed_negative_prompt_over_the_limit_is_refused() -> None:
+    with pytest.raises(UserError) as refused:
+        parse_prompt("a knight --no " + "hats " * 300)
+    assert refused.value.message == messages.text_too_long("negative prompt", messages.MAX_PROMPT)
+
+
+def test_an_unknown_option_of_any_length_is_quoted_short() -> None:
+    with pytest.raises(UserError) as refused:
+        parse_prompt("a knight --" + "x" * 3000 + " 1")
+    assert refused.value.message == messages.UNKNOWN_OPTION.format(
+        flag="--" + "x" * 37 + "…", known=", ".join(sorted(FLAGS))
+    )

@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from engine.attempt import Attempt, Renderer
 from engine.backend import GenerationResult
 from engine.clock import SYSTEM_CLOCK, Clock
 from engine.events import JobProgress, ProgressHub, ProgressKind
+from engine.fleet import Registration
 from engine.gate import BackendGate, CircuitBreaker
 from engine.metrics import NULL_METRICS, JobMetrics
 from engine.outcome import record, settle
@@ -55,8 +57,13 @@ class Dispatcher:
         self.metrics = metrics
         self.clock = clock
         self.stopping = False
+        # Set by the wiring: this process's row in the worker registry (claims then take only jobs it can
+        # serve), and the wait between claim polls (long where notifications wake the loop).
+        self.registration: Registration | None = None
+        self.idle_poll: Callable[[], float] = lambda: settings.poll_s
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._running: dict[str, Attempt] = {}  # job id -> its attempt here, until its outcome is recorded
         self.gates = {
             name: BackendGate(name, settings, breaker=router.breakers.get(name), clock=clock, metrics=metrics)
             for name in router.backends
@@ -71,14 +78,34 @@ class Dispatcher:
         return {name: CircuitBreaker(settings.breaker_threshold, settings.breaker_cooldown_s, clock) for name in names}
 
     def notify(self) -> None:
-        """A job was submitted in this process: look for work now instead of at the next poll."""
+        """A job was submitted (here, or elsewhere and announced): look for work now, not at the next poll."""
         self._wake.set()
+
+    def serves(self) -> list[str]:
+        """Backends installed and configured here: the jobs this process may claim name one of them."""
+        return [name for name, backend in self.router.backends.items() if backend.unavailable_reason() is None]
+
+    def serving(self) -> dict[str, int]:
+        """What this process can take now, for the worker registry: backend (circuit closed) -> free slots."""
+        if self.settings.concurrency == 0:
+            return {}
+        room = max(0, self.settings.concurrency - len(self._tasks))
+        in_flight: dict[str, int] = {}
+        for attempt in self._running.values():
+            if attempt.job.backend is not None:
+                in_flight[attempt.job.backend] = in_flight.get(attempt.job.backend, 0) + 1
+        limits, default = self.settings.backend_concurrency, self.settings.default_backend_concurrency
+        return {
+            name: max(0, min(room, limits.get(name, default) - in_flight.get(name, 0)))
+            for name in self.router.available()
+        }
 
     # --- the claim loop -----------------------------------------------------------------------------
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Claim and run jobs until ``stop`` is set; then drop in-flight jobs for their leases to expire."""
-        last_sweep = 0.0
+    async def run(self, stop: asyncio.Event, *, drain_s: float | None = None) -> None:
+        """Claim and run jobs until ``stop`` is set. Then, with ``drain_s``, let running jobs finish within it
+        and hand the rest back to the queue; without, drop them for their leases to expire."""
+        last_sweep = last_beat = 0.0
         stopper = asyncio.ensure_future(stop.wait())
         try:
             while not stop.is_set():
@@ -86,12 +113,15 @@ class Dispatcher:
                 if now - last_sweep >= self.queue.lease_s / 2:
                     last_sweep = now
                     await self._sweep(now)
+                if self.registration is not None and now - last_beat >= self.queue.heartbeat_s:
+                    last_beat = now
+                    await self.registration.beat()
                 try:
                     await self.claim_available()
                 except Exception:  # the database may be briefly unreachable: try again at the next poll
                     log.exception("claiming jobs failed")
                 self._wake.clear()
-                poll = asyncio.ensure_future(self.clock.sleep(self.settings.poll_s))
+                poll = asyncio.ensure_future(self.clock.sleep(self.idle_poll()))
                 waits: set[asyncio.Future[Any]] = {stopper, poll, asyncio.ensure_future(self._wake.wait())}
                 waits |= self._tasks
                 _done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
@@ -100,7 +130,12 @@ class Dispatcher:
                         future.cancel()
         finally:
             stopper.cancel()
-            await self.abandon()
+            if drain_s is None:
+                await self.abandon()
+            else:
+                await self.wind_down(drain_s)
+            if self.registration is not None:
+                await self.registration.remove()
 
     async def _sweep(self, now: float) -> None:
         try:
@@ -126,6 +161,7 @@ class Dispatcher:
                 lease_s=self.queue.lease_s,
                 running_cap=self.queue.running_cap,
                 now=self.clock.time(),
+                serves=None if self.registration is None else self.serves(),
             )
             if job is None:
                 break
@@ -141,6 +177,32 @@ class Dispatcher:
             if self._tasks:
                 await asyncio.wait(set(self._tasks), return_when=asyncio.FIRST_COMPLETED)
 
+    async def wind_down(self, drain_s: float) -> None:
+        """Claim nothing more, give running jobs ``drain_s`` to finish, then hand the rest back to the queue:
+        queued again at once, uncharged, a provider's request kept for the next worker to resume."""
+        self.stopping = True
+        if self.registration is not None:
+            self.registration.draining = True
+            await self.registration.beat()  # front ends stop routing here at their next read
+        if self._tasks:
+            log.info("draining %d running jobs for up to %.0fs", len(self._tasks), drain_s)
+            grace = asyncio.ensure_future(self.clock.sleep(drain_s))
+            while self._tasks and not grace.done():
+                await asyncio.wait({grace, *self._tasks}, return_when=asyncio.FIRST_COMPLETED)
+            grace.cancel()
+        left = list(self._running.values())
+        await self.abandon()
+        for attempt in left:
+            try:
+                released = await self.db.write(
+                    jobs.release, job_id=attempt.job.id, attempt=attempt.job.attempt, now=self.clock.time()
+                )
+            except Exception:  # its lease runs out instead and another worker takes it then
+                log.exception("could not hand the job back to the queue", extra={"job_id": attempt.job.id})
+                continue
+            if released:
+                log.info("job handed back to the queue unfinished", extra={"job_id": attempt.job.id})
+
     async def abandon(self) -> None:
         """Stop without touching in-flight jobs: their leases expire and another process resumes them."""
         self.stopping = True
@@ -153,6 +215,14 @@ class Dispatcher:
 
     async def _run_job(self, job: Job) -> None:
         attempt = Attempt(job)
+        self._running[job.id] = attempt
+        try:
+            await self._run_attempt(attempt)
+        finally:
+            self._running.pop(job.id, None)
+
+    async def _run_attempt(self, attempt: Attempt) -> None:
+        job = attempt.job
         log.info("job started attempt=%d", job.attempt, extra={"job_id": job.id})
         self.hub.publish(JobProgress(job.id, ProgressKind.STARTED))
         # A job that waited in the queue past its deadline is not worth paying a provider for any more.

@@ -7,7 +7,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from engine.backend import Backend
-from engine.capabilities import Problem
+from engine.capabilities import Capabilities, Problem
+from engine.catalogue import BACKEND_NAMES, CAPABILITIES
+from engine.fleet import FleetView
 from engine.gate import CircuitBreaker
 from engine.request import GenerationRequest
 
@@ -22,16 +24,63 @@ class Refusal:
     unavailable: tuple[str, ...]  # "name: reason" for backends without keys or with open circuits
 
 
+@dataclass(frozen=True)
+class Plan:
+    """The route a new job carries, and whether any live worker serves a backend of it yet."""
+
+    route: tuple[str, ...]
+    waiting: bool = False  # queued for a worker that is not up: it waits (within its deadline)
+
+
 class Router:
+    """Backends of this process in preference order (``route``), and — with a ``fleet`` — the routes of new
+    jobs planned against the backends that live workers serve, wherever they run."""
+
     def __init__(
         self,
         backends: dict[str, Backend],
         route: Sequence[str],
         breakers: dict[str, CircuitBreaker],
+        *,
+        fleet: FleetView | None = None,
     ) -> None:
         self.backends = backends
+        self.configured = list(route)  # the operator's preference order, served here or not
         self.route = [name for name in route if name in backends]
         self.breakers = breakers
+        self.fleet = fleet
+
+    def available(self) -> list[str]:
+        """Backends of this process that can run a job now (installed, configured, circuit closed)."""
+        return [name for name in self.backends if self._reason(name) is None]
+
+    def capabilities(self, name: str) -> Capabilities:
+        backend = self.backends.get(name)
+        return backend.capabilities if backend is not None else CAPABILITIES[name]
+
+    async def plan(self, request: GenerationRequest) -> Plan | Refusal:
+        """The route for a new job, or why no backend can take it.
+
+        Without a fleet: this process's route, refused when none of its backends can serve the request now.
+        With one: the preference order kept to the backends this process or a live worker serves; when none
+        is up, the backends that could take the request, and the job waits for a worker."""
+        if self.fleet is None:
+            return self.refusal(request) or Plan(tuple(self.route))
+        up = set(self.available()) | await self.fleet.served()
+        order = self.configured or [*self.route, *(name for name in BACKEND_NAMES if name in up)]
+        # A name this version does not know (a newer worker's) cannot be checked: it is left out.
+        order = [name for name in dict.fromkeys(order) if name in self.backends or name in CAPABILITIES]
+        live = [name for name in order if name in up]
+        problems: list[Problem] = []
+        for name in live or order:
+            found = self.capabilities(name).check(name, request)
+            if not found:
+                fitting = live or [name for name in order if not self.capabilities(name).check(name, request)]
+                return Plan(tuple(fitting), waiting=not live)
+            problems.extend(found)
+        if not order:
+            return Plan((), waiting=True)  # no route configured and no worker yet: any worker may take it
+        return Refusal(tuple(problems), ())
 
     def _reason(self, name: str) -> str | None:
         backend = self.backends.get(name)

@@ -6,7 +6,9 @@ from pydantic import BaseModel, Field
 
 
 class DispatchSettings(BaseModel):
-    concurrency: int = Field(50, ge=1, description="jobs one process runs at once")
+    concurrency: int = Field(
+        50, ge=0, description="jobs one process runs at once; 0: render nothing here (front ends and delivery only)"
+    )
     backend_concurrency: dict[str, int] = Field(
         default_factory=dict, description="jobs in flight per backend, by backend name (default 8)"
     )
@@ -24,3 +26,9 @@ class DispatchSettings(BaseModel):
     breaker_cooldown_s: float = Field(60.0, gt=0)
     out_of_credit_cooldown_s: float = Field(600.0, gt=0)
     poll_s: float = Field(0.5, gt=0, description="how often an idle dispatcher looks for new jobs")
+    safety_poll_s: float = Field(
+        10.0, ge=5, description="the same where database notifications wake it (PostgreSQL): a fallback for lost ones"
+    )
+    drain_s: float = Field(
+        25.0, ge=0, description="on SIGTERM, how long running jobs may finish before they go back to the queue"
+    )

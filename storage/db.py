@@ -56,6 +56,7 @@ class Database:
 
     def __init__(self, url: str, *, pool_size: int = 10, schema: str | None = None) -> None:
         self.dialect, self.url = normalize_url(url)
+        self.schema = schema
         self._writer_thread: ThreadPoolExecutor | None = None
         self._reader_threads: ThreadPoolExecutor | None = None
         if self.is_sqlite:

@@ -8,12 +8,13 @@ success, refund on failure or cancel.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Float, and_, bindparam, case, func, literal_column, or_, select, update
+from sqlalchemy import Float, String, and_, bindparam, case, cast, false, func, literal_column, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
@@ -165,42 +166,72 @@ _START = dict(
 )
 _CLAIM = update(t.jobs).where(_j.id == bindparam("job"), t.QUEUED).values(**_START).returning(*t.jobs.c)
 
-# PostgreSQL does the whole claim in one statement (one round trip, no explicit transaction): pick the
-# candidate skipping rows other claimers hold, take the user's slot (re-checked on the newest row version
-# if another claimer got there first), start the job. No slot, no start: the statement returns nothing.
-_pg_candidate = _CANDIDATE.cte("candidate")
-_pg_slot = (
-    update(t.users)
-    .where(_u.id == _pg_candidate.c.user_id, _u.running < _CAP)
-    .values(running=_u.running + 1)
-    .returning(_u.id)
-    .cte("slot")
-)
-_PG_CLAIM = (
-    update(t.jobs).where(_j.id == _pg_candidate.c.id, _j.user_id == _pg_slot.c.id).values(**_START).returning(*t.jobs.c)
-)
-_PG_CANDIDATE_USER = select(_CANDIDATE.subquery().c.user_id)
+
+def _serving(backends: frozenset[str]) -> Any:
+    """Jobs one of these backends may render: a route naming one of them (a pinned job: first), or no route.
+
+    The route is JSON text alike on both databases (``["local", "fal-flux-pulid"]``), so a quoted name
+    matches exactly one entry."""
+    route = cast(_j.route, String)
+    named = [route.like(f'%"{name}"%') for name in sorted(backends)]
+    first = [route.like(f'["{name}"%') for name in sorted(backends)]
+    return or_(route == "[]", and_(_j.pinned.is_(False), or_(false(), *named)), and_(_j.pinned, or_(false(), *first)))
 
 
-def claim(*, session: Connection, worker: str, lease_s: float, running_cap: int, now: float) -> Job | None:
-    """Take the fairest runnable job: queued, due, and its owner under their running cap.
+@functools.cache
+def _claim_statements(backends: frozenset[str] | None) -> tuple[Any, Any, Any]:
+    """(SQLite candidate, PostgreSQL claim, PostgreSQL blocked-user query) for a claimer serving ``backends``
+    (None: any job). Built once per set: a worker's backends rarely change."""
+    # PostgreSQL does the whole claim in one statement (one round trip, no explicit transaction): pick the
+    # candidate skipping rows other claimers hold, take the user's slot (re-checked on the newest row version
+    # if another claimer got there first), start the job. No slot, no start: the statement returns nothing.
+    candidate = _CANDIDATE if backends is None else _CANDIDATE.where(_serving(backends))
+    pg_candidate = candidate.cte("candidate")
+    pg_slot = (
+        update(t.users)
+        .where(_u.id == pg_candidate.c.user_id, _u.running < _CAP)
+        .values(running=_u.running + 1)
+        .returning(_u.id)
+        .cte("slot")
+    )
+    pg_claim = (
+        update(t.jobs)
+        .where(_j.id == pg_candidate.c.id, _j.user_id == pg_slot.c.id)
+        .values(**_START)
+        .returning(*t.jobs.c)
+    )
+    return candidate, pg_claim, select(candidate.subquery().c.user_id)
+
+
+def claim(
+    *,
+    session: Connection,
+    worker: str,
+    lease_s: float,
+    running_cap: int,
+    now: float,
+    serves: Collection[str] | None = None,
+) -> Job | None:
+    """Take the fairest runnable job: queued, due, its owner under their running cap, and — when ``serves``
+    names the claimer's backends — one that a backend of its route is among them.
 
     On PostgreSQL this is a single statement, safe to run outside an explicit transaction.
     """
     values = {"now": now, "default_cap": running_cap, "worker": worker, "lease_end": now + lease_s}
+    candidate_query, pg_claim, pg_candidate_user = _claim_statements(None if serves is None else frozenset(serves))
     excluded: list[int] = []
     for _ in range(8):
         if _is_postgres(session):
-            claimed = session.execute(_PG_CLAIM, {**values, "excluded": excluded}).first()
+            claimed = session.execute(pg_claim, {**values, "excluded": excluded}).first()
             if claimed is not None:
                 return to_job(claimed)
             # Nothing claimed: the queue is empty, or the head's owner just reached their cap.
-            blocked = session.execute(_PG_CANDIDATE_USER, {**values, "excluded": excluded}).scalar()
+            blocked = session.execute(pg_candidate_user, {**values, "excluded": excluded}).scalar()
             if blocked is None:
                 return None
             excluded.append(blocked)
             continue
-        candidate = session.execute(_CANDIDATE, {**values, "excluded": excluded}).first()
+        candidate = session.execute(candidate_query, {**values, "excluded": excluded}).first()
         if candidate is None:
             return None
         session.execute(_TAKE_SLOT, {"uid": candidate.user_id, "default_cap": running_cap})
@@ -583,3 +614,26 @@ def _refund(session: Connection, job_id: str, ended: Any, now: float, *, was_run
         now=now,
         was_running=was_running,
     )
+
+
+def release(*, session: Connection, job_id: str, attempt: int, now: float) -> bool:
+    """A stopping worker hands a running job back: queued again at once, still reserved, its provider request
+    kept for the next worker to resume. The attempt it used does not count against the job's tries."""
+    row = session.execute(
+        update(t.jobs)
+        .where(_j.id == job_id, _j.attempt == attempt, _j.state == literal_column("'running'"))
+        .values(
+            state=JobState.QUEUED,
+            run_after=now,
+            lease_owner=None,
+            lease_until=None,
+            max_attempts=_j.max_attempts + 1,
+            updated_at=now,
+        )
+        .returning(_j.user_id)
+    ).first()
+    if row is None:
+        return False
+    session.execute(_RELEASE_SLOT, {"uid": row.user_id})
+    add_event(session=session, job_id=job_id, kind="released", now=now)
+    return True

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import socket
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import aiohttp
 
@@ -17,17 +18,20 @@ from bot.wiring.store import open_blobs, open_database
 from engine.backend import Backend
 from engine.catalogue import BACKEND_NAMES, LOCAL
 from engine.dispatch import Dispatcher
-from engine.events import ProgressHub
+from engine.events import ProgressHub, ProgressRelay
+from engine.fleet import FleetView, Registration, detect_gpu
 from engine.metrics import Metrics
 from engine.providers.registry import build_provider_backends
 from engine.routing import Router
+from storage import notify
 from storage.blobs import LocalBlobStore
 from storage.db import Database
+from storage.notify import Notifier
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclasses.dataclass
 class EngineParts:
     """What one process opened: the store, the backends behind the router, and the dispatcher."""
 
@@ -39,10 +43,43 @@ class EngineParts:
     router: Router
     dispatcher: Dispatcher
     metrics: Metrics
+    notifier: Notifier
+    fleet: FleetView
+    _sending: set[asyncio.Task[None]] = dataclasses.field(default_factory=set)
+
+    def job_queued(self) -> None:
+        """A job was queued here: this process's dispatcher and, through the database, every worker look
+        for work now."""
+        self.dispatcher.notify()
+        if self.notifier.connected:
+            task = asyncio.get_running_loop().create_task(self.notifier.send(notify.JOBS))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+
+    def register(self) -> None:
+        """Keep this process's row in the worker registry while its dispatcher runs (when it renders)."""
+        if self.settings.dispatch.concurrency == 0:
+            return
+        gpu = detect_gpu() if LOCAL in self.router.backends else None
+        self.dispatcher.registration = Registration(
+            self.db,
+            worker_id=self.dispatcher.worker_id,
+            serving=self.dispatcher.serving,
+            ttl_s=worker_ttl_s(self.settings),
+            gpu=gpu,
+        )
+
+
+def worker_ttl_s(settings: Settings) -> float:
+    """A worker silent for three heartbeats is dead: its row stops counting and is deleted."""
+    return 3 * settings.queue.heartbeat_s
 
 
 def build_backends(settings: Settings, http: aiohttp.ClientSession) -> dict[str, Backend]:
-    """Every provider backend, and the local engine when it is enabled."""
+    """Every provider backend, and the local engine when it is enabled; none in a process that renders
+    nothing (``LIKENESS_DISPATCH__CONCURRENCY=0``)."""
+    if settings.dispatch.concurrency == 0:
+        return {}
     backends = build_provider_backends(
         http,
         fal=settings.fal,
@@ -77,11 +114,13 @@ async def open_engine(settings: Settings) -> AsyncIterator[EngineParts]:
         async with aiohttp.ClientSession() as http:
             backends = build_backends(settings, http)
             route = default_route(settings, backends)
-            for name in route:
+            for name in route if backends else ():  # a process that renders nothing routes to workers
                 reason = backends[name].unavailable_reason() if name in backends else "not installed"
                 if reason:
                     log.warning("backend %s in the route is unavailable: %s", name, reason)
-            router = Router(backends, route, Dispatcher.breakers_for(list(backends), settings.dispatch))
+            fleet = FleetView(db, ttl_s=worker_ttl_s(settings))
+            breakers = Dispatcher.breakers_for(list(backends), settings.dispatch)
+            router = Router(backends, route, breakers, fleet=fleet)
             hub = ProgressHub()
             blobs = open_blobs(settings)
             metrics = Metrics()
@@ -95,9 +134,21 @@ async def open_engine(settings: Settings) -> AsyncIterator[EngineParts]:
                 worker_id=worker_id(),
                 metrics=metrics,
             )
+            notifier = notify.open_notifier(db)
+            relay = ProgressRelay(hub, notifier, origin=dispatcher.worker_id)
+            if settings.dispatch.concurrency > 0:
+                notifier.listen(notify.JOBS, lambda _payload: dispatcher.notify())
+            # Woken by notifications, the claim loop polls only as a fallback for a lost one.
+            dispatcher.idle_poll = lambda: (
+                settings.dispatch.safety_poll_s if notifier.connected else settings.dispatch.poll_s
+            )
+            await notifier.start()
+            relay.start()
             try:
-                yield EngineParts(settings, db, blobs, http, hub, router, dispatcher, metrics)
+                yield EngineParts(settings, db, blobs, http, hub, router, dispatcher, metrics, notifier, fleet)
             finally:
+                await relay.close()
+                await notifier.close()
                 for backend in backends.values():
                     close = getattr(backend, "close", None)
                     if close is not None:

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 RETENTION_INTERVAL_S = 3600.0
 RECONCILE_INTERVAL_S = 600.0
 BACKGROUND_STOP_S = 5.0
+DELIVERY_POLL_S = 2.0
 
 
 async def run_service(settings: Settings) -> None:
@@ -35,10 +36,12 @@ async def serve(parts: EngineParts, stop: asyncio.Event) -> None:
     """Serve the chat front ends around the dispatcher until ``stop`` is set, then close everything."""
     settings = parts.settings
     service = LikenessService(
-        db=parts.db, blobs=parts.blobs, router=parts.router, settings=settings, notify=parts.dispatcher.notify
+        db=parts.db, blobs=parts.blobs, router=parts.router, settings=settings, notify=parts.job_queued
     )
     frontends = build_frontends(settings, service)
-    delivery = Delivery(service.results, frontends, parts.hub)
+    # Where notifications announce finished jobs (PostgreSQL), the delivery poll is only a fallback.
+    poll_s = settings.dispatch.safety_poll_s if parts.notifier.connected else DELIVERY_POLL_S
+    delivery = Delivery(service.results, frontends, parts.hub, settings=settings.delivery, poll_s=poll_s)
     progress = ProgressEdits(service.results, frontends, parts.hub)
     ready = asyncio.Event()
     background_stop = asyncio.Event()
@@ -65,7 +68,8 @@ async def serve(parts: EngineParts, stop: asyncio.Event) -> None:
         ]
         closing.push_async_callback(_stop_background, background, background_stop, progress, ready)
         ready.set()
-        await parts.dispatcher.run(stop)
+        parts.register()
+        await parts.dispatcher.run(stop, drain_s=settings.dispatch.drain_s)
 
 
 async def _stop_background(

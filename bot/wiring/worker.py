@@ -16,9 +16,10 @@ async def run_worker(settings: Settings) -> None:
     stop = stop_on_signals()
     async with open_engine(settings) as parts:
         health = await start_health(parts, ready=lambda: not stop.is_set())
-        log.info("worker started; route %s", ",".join(parts.router.route) or "(empty)")
+        log.info("worker started; serves %s", ",".join(parts.dispatcher.serves()) or "nothing")
+        parts.register()
         try:
-            await parts.dispatcher.run(stop)
+            await parts.dispatcher.run(stop, drain_s=settings.dispatch.drain_s)
         finally:
             if health is not None:
                 await health.stop()

@@ -16,6 +16,7 @@ import discord
 from discord import app_commands
 
 from bot import messages
+from bot.discord import uploads
 from bot.discord.client import LikenessClient
 from bot.discord.commands import add_commands
 from bot.discord.endpoints import configured_endpoints
@@ -127,6 +128,7 @@ class DiscordFrontEnd:
             guild_id=interaction.guild_id,
             status_message_id=status,
             nsfw=isinstance(channel, NSFW_CAPABLE) and channel.is_nsfw(),
+            size_limit=interaction.filesize_limit,
         )
 
     def parse_target(self, data: Mapping[str, Any]) -> DiscordTarget:
@@ -282,7 +284,7 @@ class DiscordFrontEnd:
         self, job_id: str, target: DiscordTarget, reply: Reply, parts: DeliveryParts | None = None
     ) -> str:
         try:
-            return await self._deliver(job_id, target, reply, parts or DeliveryParts())
+            return await self._deliver_fitting(job_id, target, reply, parts or DeliveryParts())
         except discord.RateLimited as exc:  # a wait longer than the client would sit through
             raise DeliveryDeferred(f"discord rate limit: {exc}", retry_after_s=exc.retry_after) from None
         except discord.DiscordServerError as exc:
@@ -316,6 +318,35 @@ class DiscordFrontEnd:
                 raise Undeliverable(f"discord refused a DM to the user ({exc.code})") from None
             raise
         return "dm"
+
+    async def _deliver_fitting(self, job_id: str, target: DiscordTarget, reply: Reply, parts: DeliveryParts) -> str:
+        """Deliver with images that fit the upload limit: re-encoded smaller when over it (known ahead from
+        the interaction, or learnt from a 413), and left out with a note when even that is too large."""
+        limit = target.size_limit or uploads.DEFAULT_LIMIT
+        if target.size_limit is not None:
+            reply = await uploads.within(reply, limit) or uploads.without_images(reply)
+        try:
+            return await self._deliver(job_id, target, reply, parts)
+        except discord.HTTPException as exc:
+            if not reply.images or not uploads.too_large(exc):
+                raise
+        # Over a limit lower than the one known, or the files of a message counted together: each file gets
+        # its share of the limit, or half its size if it was within that share already.
+        largest = max(len(image.data) for image in reply.images)
+        share = limit // min(len(reply.images), MAX_FILES)
+        smaller = await uploads.within(reply, share if largest > share else largest // 2)
+        log.info(
+            "result over Discord's upload limit; sending it %s",
+            "smaller" if smaller else "without images",
+            extra=_job(job_id),
+        )
+        if smaller is not None:
+            try:
+                return await self._deliver(job_id, target, smaller, parts)
+            except discord.HTTPException as exc:
+                if not uploads.too_large(exc):
+                    raise
+        return await self._deliver(job_id, target, uploads.without_images(reply), parts)
 
     def _webhook(self, target: DiscordTarget) -> discord.Webhook:
         return discord.Webhook.partial(target.application_id, target.token, client=self.client)

@@ -20,6 +20,7 @@ class DiscordTarget:
     guild_id: int | None = None
     status_message_id: int | None = None  # None: the status is the original response, not editable by id
     nsfw: bool = False  # asked in an age-restricted channel: results there are not blurred
+    size_limit: int | None = None  # bytes per uploaded file where it was asked (boosts raise it); None: unknown
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -32,6 +33,7 @@ class DiscordTarget:
             "user_id": str(self.user_id),
             "status_message": ORIGINAL if self.status_message_id is None else str(self.status_message_id),
             "nsfw": self.nsfw,
+            "size_limit": self.size_limit,
         }
 
     @classmethod
@@ -40,6 +42,7 @@ class DiscordTarget:
             raise ValueError(f"not a Discord reply target: {data.get('platform')!r}")
         guild = data.get("guild_id")
         status = str(data.get("status_message") or "")
+        size_limit = data.get("size_limit")
         return cls(
             application_id=int(data["application_id"]),
             token=str(data.get("token") or ""),
@@ -49,4 +52,5 @@ class DiscordTarget:
             guild_id=int(guild) if guild else None,
             status_message_id=int(status) if status.isdigit() else None,
             nsfw=bool(data.get("nsfw")),
+            size_limit=int(size_limit) if size_limit else None,
         )

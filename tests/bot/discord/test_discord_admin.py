@@ -36,7 +36,7 @@ async def test_a_role_named_like_the_admin_role_in_another_server_gives_no_globa
     fake.add_role(own, "Admin", ADMINISTRATOR, members=[mallory])
     lobby = fake.add_channel("lobby", guild=own)
     async with stack.serving():
-        refused = {
+        refused: dict[str, dict[str, object]] = {
             "admin grant": {"user": str(mallory.id), "credits": 1000},
             "admin limit": {"user": "default", "jobs": 0},
             "admin ban": {"user": f"<@{fake.alice.id}>"},

@@ -15,6 +15,7 @@ TARGET = DiscordTarget(
     guild_id=44,
     status_message_id=55,
     nsfw=True,
+    size_limit=50 * 1024 * 1024,
 )
 
 
@@ -30,6 +31,7 @@ def test_a_target_survives_its_json_with_ids_as_discord_writes_them() -> None:
         "user_id": "33",
         "status_message": "55",
         "nsfw": True,
+        "size_limit": 50 * 1024 * 1024,
     }
     assert DiscordTarget.from_json(data) == TARGET
 
@@ -37,7 +39,12 @@ def test_a_target_survives_its_json_with_ids_as_discord_writes_them() -> None:
 def test_a_direct_message_with_the_status_as_the_original_response() -> None:
     target = DiscordTarget(application_id=11, token="tok", token_expires=0.0, channel_id=22, user_id=33)
     data = target.to_json()
-    assert (data["guild_id"], data["status_message"], data["nsfw"]) == (None, "@original", False)
+    assert (data["guild_id"], data["status_message"], data["nsfw"], data["size_limit"]) == (
+        None,
+        "@original",
+        False,
+        None,
+    )
     assert DiscordTarget.from_json(data) == target
 
 

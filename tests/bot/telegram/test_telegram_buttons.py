@@ -12,11 +12,13 @@ async def test_in_a_group_only_the_asker_may_press_history_and_forget_buttons(tm
     async with telegram_stack(tmp_path) as s:
         group = s.telegram.group()
         ann, bob = s.telegram.user("Ann"), s.telegram.user("Bob")
+
+        def photos() -> int:
+            return sum(1 for m in s.telegram.messages(group) if m.photo is not None)
+
         for n in range(6):
             s.telegram.send_photo(ann, group, face_photo(), caption=f"portrait number {n}")
-            await s.telegram.wait_for(
-                lambda n=n: len([m for m in s.telegram.messages(group) if m.photo is not None]) == n + 1, timeout=15
-            )
+            await s.telegram.wait_for(lambda: photos() == n + 1, timeout=15)  # noqa: B023 - awaited at once
         bob_private = s.telegram.private_chat(bob)
         s.telegram.send_photo(bob, bob_private, face_photo(color="tan"), caption="/face save bob")
         assert "Saved face 'bob'" in ((await s.reply_to(bob_private)).text or "")

@@ -156,7 +156,8 @@ async def test_a_blocked_bot_ends_at_once_refunded_and_history_says_so(rig: Rig)
     assert (job.state, job.delivery_state, job.delivery_attempts) == ("succeeded", "undeliverable", 0)
     assert await credits_of(rig.db, user) == (10, 0)
     assert await rig.db.read(reconcile.find_drift) == []
-    [job], _total = await rig.db.read(history.page, user_id=user, offset=0, limit=5)
+    found, _total = await rig.db.read(history.page, user_id=user, offset=0, limit=5)
+    [job] = found
     assert messages.history_line("today", job).endswith("succeeded, " + messages.NOT_DELIVERED)
     rig.frontend.fail(0, RuntimeError("never asked again"))
     assert await rig.delivery.deliver_pending() == 0

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any, cast
 
+from bot.frontend import FrontEnd
 from bot.progress import ProgressEdits
 from bot.service.results import JobTarget, Results
 from engine.events import JobProgress, ProgressHub, ProgressKind
@@ -42,7 +43,12 @@ async def test_a_job_gone_quiet_is_dropped_and_one_found_finished_is_dropped_at_
     now = [0.0]
     hub, targets, edits = ProgressHub(), Targets(), Edits()
     progress = ProgressEdits(
-        cast(Results, targets), {"test": edits}, hub, interval_s=0.0, quiet_s=600.0, clock=lambda: now[0]
+        cast(Results, targets),
+        {"test": cast(FrontEnd, edits)},
+        hub,
+        interval_s=0.0,
+        quiet_s=600.0,
+        clock=lambda: now[0],
     )
     try:
         targets.running = {"here", "elsewhere"}

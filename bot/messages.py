@@ -8,6 +8,7 @@ from engine.capabilities import Choice, Problem, Range, Text
 from engine.events import JobProgress, ProgressKind
 from storage.errors import QuotaRefused, RefusalReason
 from storage.stats import Stats
+from storage.workers import WorkerInfo
 
 # --- admin -------------------------------------------------------------------------------------
 NOT_ADMIN = "Only bot admins can do that."
@@ -67,6 +68,22 @@ def stats_text(stats: Stats) -> str:
         f"Queue depth: {stats.queue_depth} queued, {stats.running} running\n"
         f"Users: {stats.users}"
     )
+
+
+def workers_text(workers: list[WorkerInfo], now: float) -> str:
+    """The live workers for ``admin stats``: what each serves now (free slots), its GPU, when last heard."""
+    if not workers:
+        return "Workers: none up (jobs wait for one)"
+    lines = [f"Workers: {len(workers)}"]
+    for worker in workers:
+        serves = ", ".join(f"{name} ({free} free)" for name, free in sorted(worker.backends.items())) or "nothing"
+        gpu = f", GPU {worker.gpu_name} {worker.gpu_memory_mb} MiB" if worker.gpu_name else ""
+        state = " draining" if worker.draining else ""
+        lines.append(
+            f"• {worker.host} pid {worker.pid} v{worker.version}{state}: {serves}{gpu}; "
+            f"seen {max(0.0, now - worker.last_seen):.0f}s ago"
+        )
+    return "\n".join(lines)
 
 
 # --- quota ---------------------------------------------------------------------------------------

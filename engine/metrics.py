@@ -13,6 +13,7 @@ from prometheus_client.registry import Collector
 from engine.errors import FailureKind
 from storage.states import JobState
 from storage.stats import JobCounts
+from storage.workers import served
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +163,28 @@ class _StoreCollector(Collector):
             "Finished jobs whose result has not been delivered yet.",
             value=counts.deliveries_pending,
         )
+        live = GaugeMetricFamily(
+            "likeness_workers", "Live workers (heard from within three heartbeats) by state.", labels=["state"]
+        )
+        draining = sum(worker.draining for worker in counts.workers)
+        live.add_metric(["serving"], len(counts.workers) - draining)
+        live.add_metric(["draining"], draining)
+        yield live
+        free = GaugeMetricFamily(
+            "likeness_backend_free_slots", "Free slots over the live workers serving a backend.", labels=["backend"]
+        )
+        for backend, slots in sorted(served(counts.workers).items()):
+            free.add_metric([backend], slots)
+        yield free
+        info = GaugeMetricFamily(
+            "likeness_worker_info",
+            "One per live worker: where it runs, its version and GPU (memory in MiB).",
+            labels=["worker", "host", "version", "gpu", "gpu_memory_mb"],
+        )
+        for worker in counts.workers:
+            gpu_memory = "" if worker.gpu_memory_mb is None else str(worker.gpu_memory_mb)
+            info.add_metric([worker.id, worker.host, worker.version, worker.gpu_name or "", gpu_memory], 1)
+        yield info
 
     def describe(self) -> Iterator[Metric]:
         # Without describe the registry would call collect at registration to learn the names.

@@ -8,7 +8,9 @@ from sqlalchemy import func, literal, select
 from sqlalchemy.engine import Connection
 
 from storage import tables as t
+from storage import workers
 from storage.states import JobState
+from storage.workers import WorkerInfo
 
 _j = t.jobs.c
 
@@ -43,6 +45,7 @@ class JobCounts:
     queue_due: int = 0  # queued jobs a worker could claim now
     oldest_queued_age_s: float = 0.0  # how long the longest-waiting queued job has waited
     deliveries_pending: int = 0  # finished jobs whose result has not reached the chat yet
+    workers: list[WorkerInfo] = field(default_factory=list)  # live workers, as they last reported
 
 
 def collect(*, session: Connection, since: float) -> Stats:
@@ -82,7 +85,7 @@ def ping(*, session: Connection) -> bool:
     return bool(session.execute(select(literal(1))).scalar_one() == 1)
 
 
-def job_counts(*, session: Connection, now: float) -> JobCounts:
+def job_counts(*, session: Connection, now: float, worker_ttl_s: float = 30.0) -> JobCounts:
     # Grouping by state walks the (state, lease_until) index rather than the table.
     by_state = {
         str(state): int(count) for state, count in session.execute(select(_j.state, func.count()).group_by(_j.state))
@@ -104,4 +107,5 @@ def job_counts(*, session: Connection, now: float) -> JobCounts:
         queue_due=int(queued[1]),
         oldest_queued_age_s=0.0 if oldest is None else max(0.0, now - float(oldest)),
         deliveries_pending=int(pending),
+        workers=workers.live(session=session, now=now, ttl_s=worker_ttl_s),
     )

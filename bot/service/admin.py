@@ -16,7 +16,7 @@ from typing import Any, Literal, TypeVar
 from bot import messages
 from bot.errors import UserError
 from bot.service.actors import SHELL, Actor
-from storage import audit, quota, scopes, stats, users
+from storage import audit, quota, scopes, stats, users, workers
 from storage.db import Database
 from storage.jobs import cancel_all_of_user
 from storage.models import User
@@ -38,9 +38,11 @@ class AdminService:
         admin_role: str | None,
         welcome_credits: int,
         admin_guilds: list[str] | tuple[str, ...] = (),
+        worker_ttl_s: float = 30.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.db = db
+        self.worker_ttl_s = worker_ttl_s  # a worker silent this long is not counted
         self.admins = frozenset(admins)
         self.admin_role = admin_role
         self.admin_guilds = frozenset(admin_guilds)
@@ -175,8 +177,10 @@ class AdminService:
 
     async def stats(self, actor: Actor) -> str:
         self.require(actor)
-        collected = await self.db.read(stats.collect, since=_day_start(self.clock()))
-        return messages.stats_text(collected)
+        now = self.clock()
+        collected = await self.db.read(stats.collect, since=_day_start(now))
+        live = await self.db.read(workers.live, now=now, ttl_s=self.worker_ttl_s)
+        return messages.stats_text(collected) + "\n" + messages.workers_text(live, now)
 
     async def pause(self, actor: Actor, reason: str = "", *, paused: bool = True) -> str:
         """Pause or resume new jobs in the actor's scope (a guild, or everywhere)."""

@@ -43,6 +43,7 @@ class LikenessService:
             admin_role=settings.discord.admin_role,
             admin_guilds=settings.discord.admin_guilds,
             welcome_credits=settings.credits.new_user,
+            worker_ttl_s=3 * settings.queue.heartbeat_s,
             clock=clock,
         )
         self.results = Results(db=db, blobs=blobs, clock=clock)

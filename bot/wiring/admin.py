@@ -20,6 +20,7 @@ async def open_admin(settings: Settings) -> AsyncIterator[AdminService]:
             admins=settings.admins,
             admin_role=settings.discord.admin_role,
             welcome_credits=settings.credits.new_user,
+            worker_ttl_s=3 * settings.queue.heartbeat_s,
         )
     finally:
         await db.dispose()

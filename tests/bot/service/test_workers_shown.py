@@ -1,0 +1,47 @@
+"""Operators see the fleet: `admin stats` lists the live workers, /metrics counts them and their free slots."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import generate_latest
+
+from engine.metrics import Metrics
+from storage import stats, workers
+from storage.workers import WorkerInfo
+from tests.bot.service.conftest import ADMIN, World
+
+GPU = WorkerInfo("gpu-host:7:abc", "gpu-host", 7, "0.1.0", {"local": 1}, "NVIDIA H200", 143771, started_at=1.0)
+CPU = WorkerInfo("cpu-host:8:def", "cpu-host", 8, "0.1.0", {"fal-flux-pulid": 8, "fal-pulid": 8}, started_at=2.0)
+GONE = WorkerInfo("old-host:9:fff", "old-host", 9, "0.0.9", {"local": 1}, started_at=0.5)
+
+
+async def _register(world: World, now: float) -> None:
+    await world.db.write(workers.beat, worker=GONE, now=now - 600, ttl_s=3600)
+    for worker in (GPU, CPU):
+        await world.db.write(workers.beat, worker=worker, now=now, ttl_s=3600)
+
+
+async def test_admin_stats_lists_live_workers_with_what_they_serve(world: World) -> None:
+    now = time.time()
+    text = await world.service.admin.stats(ADMIN)
+    assert "Workers: none up" in text
+    await _register(world, now)
+    text = await world.service.admin.stats(ADMIN)
+    assert "Workers: 2" in text
+    assert "gpu-host pid 7 v0.1.0: local (1 free), GPU NVIDIA H200 143771 MiB" in text
+    assert "cpu-host pid 8 v0.1.0: fal-flux-pulid (8 free), fal-pulid (8 free)" in text
+    assert "old-host" not in text  # silent for longer than three heartbeats
+
+
+async def test_metrics_count_workers_and_free_slots_per_backend(world: World) -> None:
+    now = time.time()
+    await _register(world, now)
+    metrics = Metrics()
+    metrics.observe_jobs(await world.db.read(stats.job_counts, now=now, worker_ttl_s=30))
+    page = generate_latest(metrics.registry).decode()
+    assert 'likeness_workers{state="serving"} 2.0' in page
+    assert 'likeness_workers{state="draining"} 0.0' in page
+    assert 'likeness_backend_free_slots{backend="local"} 1.0' in page
+    assert 'likeness_backend_free_slots{backend="fal-flux-pulid"} 8.0' in page
+    assert 'gpu="NVIDIA H200",gpu_memory_mb="143771",host="gpu-host"' in page

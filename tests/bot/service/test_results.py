@@ -10,7 +10,7 @@ from bot.service.replies import Action, Button
 from bot.service.results import Results
 from engine.errors import NoFaceError
 from storage import reconcile
-from tests.bot.service.conftest import ANN, BOB, WELCOME, ChatTarget, World, face_photo
+from tests.bot.service.conftest import ADMIN, ANN, BOB, WELCOME, ChatTarget, World, face_photo
 from tests.bot.service.scripted import tiny_png
 
 
@@ -122,3 +122,21 @@ async def test_progress_goes_to_the_status_message_only_while_the_job_runs(world
     await asyncio.wait_for(running, 10)
     assert await results.progress_target("e1") is None  # the result replaces the status
     assert await results.progress_target("nobody") is None
+
+
+async def test_a_ban_ends_the_users_queued_jobs_before_they_run_or_charge(world: World) -> None:
+    await world.service.imagine.submit(ANN, render("e1"))
+    await world.service.imagine.submit(ANN, render("e2", "a second knight"))
+    await world.service.imagine.submit(BOB, render("b1", chat="c2"))
+    await world.service.admin.ban(ADMIN, ANN.user_id, "spam")
+    await world.run_jobs()
+
+    assert [request.prompt for request in world.backend.requests] == ["a knight"]  # Bob's only
+    for job_id in ("e1", "e2"):
+        job = await world.job(job_id)
+        assert (job.state, job.delivery_state) == ("cancelled", "pending")  # they are told, and refunded
+        assert await world.ledger(job_id) == [("refund", 1), ("reserve", 1)]
+    user = await world.user(ANN)
+    assert (user.credits, user.reserved) == (WELCOME, 0)
+    assert (await world.job("b1")).state == "succeeded"
+    assert await world.db.read(reconcile.find_drift) == []

@@ -55,7 +55,8 @@ async def generate(runtime: EngineParts, args: GenerateArgs) -> list[Path]:
     job_id = await operator.submit(request, backend=args.backend)
     unsubscribe = runtime.hub.subscribe(_printer(job_id))
     stop = asyncio.Event()
-    dispatching = asyncio.create_task(runtime.dispatcher.run(stop))
+    # Only this job: real users' queued jobs are left to the service's workers, never taken and dropped here.
+    dispatching = asyncio.create_task(runtime.dispatcher.run(stop, only=job_id))
     try:
         finished = await _until_finished(operator, job_id, dispatching)
     finally:

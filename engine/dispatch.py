@@ -102,22 +102,25 @@ class Dispatcher:
 
     # --- the claim loop -----------------------------------------------------------------------------
 
-    async def run(self, stop: asyncio.Event, *, drain_s: float | None = None) -> None:
+    async def run(self, stop: asyncio.Event, *, drain_s: float | None = None, only: str | None = None) -> None:
         """Claim and run jobs until ``stop`` is set. Then, with ``drain_s``, let running jobs finish within it
-        and hand the rest back to the queue; without, drop them for their leases to expire."""
+        and hand the rest back to the queue; without, drop them for their leases to expire.
+
+        With ``only``, claim that job alone (again after a retry wait) and sweep nothing: a process run for
+        one job (`likeness generate`) leaves every other job to the workers that serve the queue."""
         last_sweep = last_beat = 0.0
         stopper = asyncio.ensure_future(stop.wait())
         try:
             while not stop.is_set():
                 now = self.clock.time()
-                if now - last_sweep >= self.queue.lease_s / 2:
+                if only is None and now - last_sweep >= self.queue.lease_s / 2:
                     last_sweep = now
                     await self._sweep(now)
                 if self.registration is not None and now - last_beat >= self.queue.heartbeat_s:
                     last_beat = now
                     await self.registration.beat()
                 try:
-                    await self.claim_available()
+                    await self.claim_available(only=only)
                 except Exception:  # the database may be briefly unreachable: try again at the next poll
                     log.exception("claiming jobs failed")
                 self._wake.clear()
@@ -151,8 +154,9 @@ class Dispatcher:
             # The front ends tell the user, as for any job that ends.
             self.hub.publish(JobProgress(job_id, ProgressKind.FINISHED))
 
-    async def claim_available(self) -> int:
-        """Claim jobs while this process has free slots; returns how many it started."""
+    async def claim_available(self, *, only: str | None = None) -> int:
+        """Claim jobs (with ``only``, that job alone) while this process has free slots; returns how many it
+        started."""
         started = 0
         while len(self._tasks) < self.settings.concurrency and not self.stopping:
             job = await self.db.write_lossy(
@@ -162,6 +166,7 @@ class Dispatcher:
                 running_cap=self.queue.running_cap,
                 now=self.clock.time(),
                 serves=None if self.registration is None else self.serves(),
+                job_id=only,
             )
             if job is None:
                 break

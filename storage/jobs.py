@@ -179,13 +179,16 @@ def _serving(backends: frozenset[str]) -> Any:
 
 
 @functools.cache
-def _claim_statements(backends: frozenset[str] | None) -> tuple[Any, Any, Any]:
+def _claim_statements(backends: frozenset[str] | None, one_job: bool = False) -> tuple[Any, Any, Any]:
     """(SQLite candidate, PostgreSQL claim, PostgreSQL blocked-user query) for a claimer serving ``backends``
-    (None: any job). Built once per set: a worker's backends rarely change."""
+    (None: any job), and with ``one_job`` only the job named by the ``only`` parameter. Built once per set: a
+    worker's backends rarely change."""
     # PostgreSQL does the whole claim in one statement (one round trip, no explicit transaction): pick the
     # candidate skipping rows other claimers hold, take the user's slot (re-checked on the newest row version
     # if another claimer got there first), start the job. No slot, no start: the statement returns nothing.
     candidate = _CANDIDATE if backends is None else _CANDIDATE.where(_serving(backends))
+    if one_job:
+        candidate = candidate.where(_j.id == bindparam("only"))
     pg_candidate = candidate.cte("candidate")
     pg_slot = (
         update(t.users)
@@ -211,14 +214,18 @@ def claim(
     running_cap: int,
     now: float,
     serves: Collection[str] | None = None,
+    job_id: str | None = None,
 ) -> Job | None:
     """Take the fairest runnable job: queued, due, its owner under their running cap, and — when ``serves``
-    names the claimer's backends — one that a backend of its route is among them.
+    names the claimer's backends — one that a backend of its route is among them. With ``job_id``, that job
+    or nothing: a claimer run for one job (`likeness generate`) never takes another's.
 
     On PostgreSQL this is a single statement, safe to run outside an explicit transaction.
     """
-    values = {"now": now, "default_cap": running_cap, "worker": worker, "lease_end": now + lease_s}
-    candidate_query, pg_claim, pg_candidate_user = _claim_statements(None if serves is None else frozenset(serves))
+    values = {"now": now, "default_cap": running_cap, "worker": worker, "lease_end": now + lease_s, "only": job_id}
+    candidate_query, pg_claim, pg_candidate_user = _claim_statements(
+        None if serves is None else frozenset(serves), job_id is not None
+    )
     excluded: list[int] = []
     for _ in range(8):
         if _is_postgres(session):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -12,6 +13,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from storage import jobs, reconcile, users
+from storage.db import Database
+from storage.states import JobState
 from tests.bot.test_cli_admin import LIKENESS
 from tests.fakes import fal, replicate, segmind, wavespeed
 from tests.fakes.fal import FakeFal, FalScript
@@ -141,3 +145,40 @@ async def test_generate_refuses_a_file_that_is_not_a_photo(tmp_path: Path, fakes
     fake_photo.write_text("not an image")
     code, _, err = await likeness(tmp_path, fakes.env(), "generate", "--face", str(fake_photo), "--prompt", "x")
     assert code == 1 and "JPEG, PNG or WebP" in err
+
+
+async def test_generate_runs_only_its_own_job_and_leaves_the_queue_alone(tmp_path: Path, fakes: Fakes) -> None:
+    # A chat user's job waits in the same store (the service is down, or busy elsewhere).
+    db = Database(f"sqlite:///{(tmp_path / 'data' / 'likeness.db').resolve()}")
+    await db.upgrade()
+    try:
+        user = await db.write(
+            users.ensure_user, platform="telegram", platform_user_id="42", now=time.time() - 60, welcome_credits=5
+        )
+        await db.write(
+            jobs.submit,
+            job=jobs.NewJob(
+                id="tg-42-1",
+                user_id=user.id or 0,
+                params={"prompt": "a user's portrait"},
+                cost=1,
+                route=["fal-flux-pulid"],
+            ),
+            now=time.time() - 60,  # queued first: the fairest job in the queue
+            daily_jobs_default=20,
+        )
+        code, out, err = await likeness(
+            tmp_path, fakes.env(), "generate", "--face", str(face(tmp_path)), "--prompt", "a lighthouse keeper",
+            "--backend", "fal-flux-pulid", "--out", str(tmp_path / "out"),
+        )  # fmt: skip
+        assert code == 0, err
+        assert len(out.splitlines()) == 1
+        assert len(fakes.fal.requests("submit")) == 1  # the operator's job only
+        queued = await db.read(jobs.get, job_id="tg-42-1")
+        assert queued is not None
+        assert (queued.state, queued.attempt, queued.lease_owner) == (JobState.QUEUED, 0, None)
+        mine = await db.read(users.get_user, user_id=user.id or 0)
+        assert mine is not None and (mine.credits, mine.reserved, mine.running) == (5, 1, 0)
+        assert await db.read(reconcile.find_drift) == []
+    finally:
+        await db.dispose()

@@ -440,3 +440,24 @@ async def test_the_sweep_fails_and_refunds_queued_jobs_past_their_deadline(db: D
         assert any(e.job_id == "stale" and e.kind == "finished" for e in h.events)
         assert await credits_of(db, user) == (9, 1)  # the stale job refunded, the waiting one still held
         assert await drift(db) == []
+
+
+async def test_a_run_for_one_job_claims_that_job_alone_and_sweeps_nothing(db: Database, tmp_path: Path) -> None:
+    async with harness(db, tmp_path) as h:
+        user, operator = await new_user(db, credits=10), await new_user(db, credits=10)
+        await h.submit("users-job", user)
+        await h.submit("stale", user)
+        await db.write(_set_job, job_id="stale", deadline_at=h.clock.time() - 1, run_after=h.clock.time() + 3600)
+        await h.submit("cli-job", operator)
+        dispatcher = h.dispatcher(["fal-flux-pulid"])
+        stop = asyncio.Event()
+        running = asyncio.create_task(dispatcher.run(stop, only="cli-job"))
+        await wait_until(lambda: any(e.job_id == "cli-job" and e.kind == "finished" for e in h.events))
+        stop.set()
+        await running
+        assert (await h.job("cli-job")).state == JobState.SUCCEEDED
+        for left in ("users-job", "stale"):
+            job = await h.job(left)
+            assert (job.state, job.attempt) == (JobState.QUEUED, 0)
+        assert len(h.fal.requests("submit")) == 1
+        assert await credits_of(db, user) == (10, 2)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
+import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import aiohttp
+from yarl import URL
 
 from engine.backend import OutputImage
 from engine.clock import SYSTEM_CLOCK, Clock, backoff_delay
@@ -36,6 +39,10 @@ from engine.providers.images import (
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+MAX_REDIRECTS = 3  # an output download follows at most this many redirects, each one checked like the first
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 @dataclass(frozen=True)
@@ -104,15 +111,20 @@ class ProviderHttp:
         session: aiohttp.ClientSession,
         label: str,
         *,
+        base_url: str,
         auth: Mapping[str, str],
         secrets: Sequence[str],
         clock: Clock = SYSTEM_CLOCK,
         retry: RetryPolicy | None = None,
         timeouts: Timeouts | None = None,
         rules: VendorRules = no_vendor_rules,
+        max_output_bytes: int = MAX_OUTPUT_BYTES,
     ) -> None:
         self.session = session
         self.label = label
+        self.home = origin_of(base_url)
+        self._home_kinds: frozenset[str] | None = None  # what kinds of address the base URL itself is
+        self.max_output_bytes = max_output_bytes
         self._auth = dict(auth)
         self._secrets = tuple(s for s in secrets if s)
         self.clock = clock
@@ -137,10 +149,27 @@ class ProviderHttp:
         json_body: Any = None,
         form: aiohttp.FormData | None = None,
         auth: bool = True,
-        limit: int = MAX_OUTPUT_BYTES,
     ) -> Reply:
-        headers = dict(self._auth) if auth else {}
+        """One call with the key to the configured host, or (``auth=False``) a download of a provider's output."""
+        if not auth:
+            return await self._download(url, limit_s=limit_s)
+        self.check_home(url)
         log.debug("%s %s %s", self.label, method, _safe_url(url))
+        return await self._exchange(
+            method, url, headers=dict(self._auth), limit_s=limit_s, json_body=json_body, form=form
+        )
+
+    async def _exchange(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: dict[str, str],
+        limit_s: float,
+        json_body: Any = None,
+        form: aiohttp.FormData | None = None,
+        server_hostname: str | None = None,
+    ) -> Reply:
         async with self.session.request(
             method,
             url,
@@ -148,15 +177,89 @@ class ProviderHttp:
             json=json_body,
             data=form,
             timeout=self._timeout(limit_s),
-            allow_redirects=not auth,  # never carry the key to wherever a redirect points
+            allow_redirects=False,  # a redirect is followed, if at all, only after the same checks as the URL
             raise_for_status=False,  # statuses are classified here, whatever the shared session says
+            server_hostname=server_hostname,
         ) as response:
             body = bytearray()
             async for chunk in response.content.iter_chunked(64 * 1024):
                 body.extend(chunk)
-                if len(body) > limit:
-                    raise ProtocolError(f"{self.label} answer exceeds {limit} bytes")
+                if len(body) > self.max_output_bytes:
+                    raise ProtocolError(f"{self.label} answer exceeds {self.max_output_bytes} bytes")
             return Reply(response.status, response.headers.copy(), bytes(body))
+
+    def check_home(self, url: str) -> None:
+        """Refuse, before anything is sent, a URL outside the configured base URL's scheme, host and port:
+        the calls that carry the key follow URLs the provider hands out, and the key goes nowhere else."""
+        found = origin_of(url)
+        if found != self.home:
+            raise ProtocolError(
+                f"{self.label}: the provider pointed to {_origin_text(found)}, not the configured "
+                f"{_origin_text(self.home)}; not followed"
+            )
+
+    async def _download(self, url: str, *, limit_s: float) -> Reply:
+        """GET an output without the key, hop by hop: each address checked before connecting to it, at most
+        ``MAX_REDIRECTS`` redirects, the body capped."""
+        for _hop in range(MAX_REDIRECTS + 1):
+            target, host, tls_name = await self._checked_address(url)
+            log.debug("%s GET %s", self.label, _safe_url(url))
+            reply = await self._exchange(
+                "GET", target, headers={"Host": host}, limit_s=limit_s, server_hostname=tls_name
+            )
+            location = reply.headers.get("Location")
+            if reply.status not in _REDIRECTS or not location:
+                return reply
+            try:
+                url = str(URL(url).join(URL(location)))
+            except ValueError:
+                raise ProtocolError(f"{self.label} output download: unreadable redirect") from None
+        raise ProtocolError(f"{self.label} output download: more than {MAX_REDIRECTS} redirects")
+
+    async def _checked_address(self, url: str) -> tuple[str, str, str | None]:
+        """The URL pinned to an address its host resolves to, once every such address is one outputs may
+        come from; with the Host header and the TLS name of the host itself."""
+        try:
+            parsed = URL(url)
+        except ValueError:
+            raise ProtocolError(f"{self.label} output URL is malformed") from None
+        if parsed.scheme not in ("http", "https") or not parsed.host or parsed.port is None:
+            raise ProtocolError(f"{self.label} output URL is not http(s): {parsed.scheme or 'no scheme'}")
+        addresses = await self._resolve(parsed.host, parsed.port)
+        allowed = await self._allowed_kinds()
+        for address in addresses:
+            kind = address_kind(address)
+            if kind is not None and kind not in allowed:
+                raise ProtocolError(f"{self.label} output URL leads to a {kind} address ({address}); not fetched")
+        # Connecting to the address just checked (not to the name again) keeps a second DNS answer out.
+        pinned = parsed.with_host(str(addresses[0]))
+        tls_name = parsed.host if parsed.scheme == "https" and _literal(parsed.host) is None else None
+        return str(pinned), parsed.host_port_subcomponent or parsed.host, tls_name
+
+    async def _resolve(self, host: str, port: int) -> list[IPAddress]:
+        literal = _literal(host)
+        if literal is not None:
+            return [literal]
+        try:
+            found = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:  # name resolution failed: as passing as a refused connection
+            raise TransientError(f"{self.label} output download: cannot resolve {host} ({exc.strerror})") from None
+        addresses = [a for a in (_literal(str(info[4][0])) for info in found) if a is not None]
+        if not addresses:
+            raise TransientError(f"{self.label} output download: {host} has no address")
+        return addresses
+
+    async def _allowed_kinds(self) -> frozenset[str]:
+        """The kinds of non-public address outputs may come from: those the configured base URL is itself
+        (a provider behind a gateway on the private network, a fake on 127.0.0.1), else none."""
+        if self._home_kinds is None:
+            _scheme, host, port = self.home
+            try:
+                addresses = await self._resolve(host, port)
+            except TransientError:
+                addresses = []
+            self._home_kinds = frozenset(k for k in map(address_kind, addresses) if k is not None)
+        return self._home_kinds
 
     def failure(
         self, status: int, message: str, headers: Mapping[str, str], *, submit: bool, where: str
@@ -271,14 +374,17 @@ class ProviderHttp:
             log.warning("%s cancel did not answer within %.0f s", self.label, self.timeouts.cancel_s)
 
     async def fetch_output(self, ref: str, *, nsfw: bool = False) -> OutputImage:
-        """An output given as a URL, a data URI or bare base64, validated as an image."""
+        """An output given as an http(s) URL, a data URI or bare base64, validated as an image."""
         if ref.startswith("data:"):
             return output_image(decode_data_uri(ref), nsfw=nsfw)
-        if ref.startswith(("http://", "https://")):
+        scheme, sep, _rest = ref.partition("://")
+        if sep and scheme.lower() in ("http", "https"):
             data = await self.call(
                 "GET", ref, what="output download", parse=lambda reply: reply.body, auth=False, expired=True
             )
             return output_image(data, nsfw=nsfw)
+        if sep:
+            raise ProtocolError(f"{self.label} output URL is not http(s): {scheme[:20]}")
         return output_image(decode_base64(ref), nsfw=nsfw)
 
     async def fetch_outputs(self, refs: Sequence[str], nsfw: Sequence[bool] = ()) -> tuple[OutputImage, ...]:
@@ -297,3 +403,41 @@ class ProviderHttp:
 def _safe_url(url: str) -> str:
     """The URL without its query (where signed URLs keep their tokens)."""
     return url.split("?", 1)[0]
+
+
+def origin_of(url: str) -> tuple[str, str, int]:
+    """Scheme, host and port (the scheme's default when none is written) of a URL."""
+    try:
+        parsed = URL(url)
+    except ValueError:
+        raise ProtocolError("the provider gave a malformed URL") from None
+    if not parsed.scheme or not parsed.host or parsed.port is None:
+        raise ProtocolError(f"the provider gave a URL without a scheme or host: {_safe_url(url)[:80]}")
+    return parsed.scheme.lower(), parsed.host.lower(), parsed.port
+
+
+def _origin_text(origin: tuple[str, str, int]) -> str:
+    scheme, host, port = origin
+    return f"{scheme}://{host}:{port}"
+
+
+def _literal(host: str) -> IPAddress | None:
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return None
+    mapped = getattr(address, "ipv4_mapped", None)
+    return mapped if mapped is not None else address
+
+
+def address_kind(address: IPAddress) -> str | None:
+    """What a non-public address is ("loopback", "link-local", "private", "reserved"); None when public."""
+    if address.is_loopback or address.is_unspecified:  # 0.0.0.0 reaches this host too
+        return "loopback"
+    if address.is_link_local:  # where cloud metadata services answer
+        return "link-local"
+    if address.is_private:
+        return "private"
+    if not address.is_global or address.is_multicast:
+        return "reserved"
+    return None

@@ -144,6 +144,7 @@ class RemoteBackend(ABC, Generic[SettingsT, DoneT]):
         self.http = ProviderHttp(
             session,
             self.vendor.label,
+            base_url=settings.base_url,
             auth=self.vendor.auth(key),
             secrets=[key],
             clock=clock,

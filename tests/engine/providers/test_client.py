@@ -79,14 +79,18 @@ async def test_classification(
     submit: bool,
     kind: type[BackendError],
 ) -> None:
-    http = ProviderHttp(http_session, vendor.label, auth={}, secrets=[], rules=vendor.rules)
+    http = ProviderHttp(
+        http_session, vendor.label, base_url="https://api.example", auth={}, secrets=[], rules=vendor.rules
+    )
     error = http.failure(status, message, headers, submit=submit, where="call")
     assert type(error) is kind
     assert error.detail.startswith(f"{vendor.label} call: HTTP {status}")
 
 
 async def test_secrets_are_redacted_from_provider_text(http_session: aiohttp.ClientSession) -> None:
-    http = ProviderHttp(http_session, "fal", auth={"Authorization": "Key s3cret"}, secrets=["s3cret"])
+    http = ProviderHttp(
+        http_session, "fal", base_url="https://queue.fal.run", auth={"Authorization": "Key s3cret"}, secrets=["s3cret"]
+    )
     error = http.failure(400, "bad key s3cret given", NO_HEADERS, submit=True, where="submit")
     assert "s3cret" not in error.detail and "[redacted]" in error.detail
 
@@ -133,7 +137,9 @@ class Plain(FakeProvider):
 
 async def test_output_fetch_forms(http_session: aiohttp.ClientSession, clock: VirtualClock) -> None:
     async with Plain() as fake:
-        http = ProviderHttp(http_session, "fal", auth={"Authorization": "Key x"}, secrets=["x"], clock=clock)
+        http = ProviderHttp(
+            http_session, "fal", base_url=fake.url, auth={"Authorization": "Key x"}, secrets=["x"], clock=clock
+        )
         png = tiny_image("png")
         url = fake.publish(png, "image/png")
         assert (await http.fetch_output(url)).data == png

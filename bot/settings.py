@@ -14,7 +14,7 @@ from engine.catalogue import BACKEND_NAMES
 from engine.local.settings import LocalSettings
 from engine.providers.settings import FalSettings, ReplicateSettings, SegmindSettings, WaveSpeedSettings
 from engine.settings import DispatchSettings
-from storage.settings import CreditSettings, QueueSettings
+from storage.settings import BlobSettings, CreditSettings, QueueSettings
 
 PLATFORMS = ("telegram", "discord")
 DATABASE_URL_SHAPES = "sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/NAME"
@@ -134,6 +134,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = MetricsSettings()
     log: LogSettings = LogSettings()
     retention: RetentionSettings = RetentionSettings()
+    blobs: BlobSettings = BlobSettings()
     delivery: DeliverySettings = DeliverySettings()
     local: LocalSettings = LocalSettings()
     telegram: TelegramSettings = TelegramSettings()
@@ -196,7 +197,9 @@ class Settings(BaseSettings):
 
     @property
     def blobs_dir(self) -> Path:
-        return self.data_dir / "blobs"
+        """The blob directory: LIKENESS_BLOBS__URL when it names one, else blobs/ in the data directory."""
+        url = self.blobs.url
+        return Path(url) if url and not url.startswith("s3://") else self.data_dir / "blobs"
 
     def secrets(self) -> list[str]:
         """Every configured token, key and password: the log and the operator's error lines hide them."""

@@ -51,7 +51,7 @@ class LocalBlobStore:
         self.root = root
 
     def path(self, key: str) -> Path:
-        if not _is_key(key):
+        if not is_key(key):
             raise KeyError(key)
         return self.root / key[:2] / key[2:4] / key
 
@@ -122,7 +122,7 @@ class LocalBlobStore:
         return await asyncio.to_thread(_remove_partial, self.root, before)
 
 
-def _is_key(name: str) -> bool:
+def is_key(name: str) -> bool:
     return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
 
 
@@ -142,7 +142,7 @@ def _blob_files(folder: Path) -> Iterator[os.DirEntry[str]]:
 def _stored_before(folder: Path, before: float) -> list[str]:
     keys = []
     for entry in _blob_files(folder):
-        if not _is_key(entry.name):
+        if not is_key(entry.name):
             continue
         try:
             if entry.stat(follow_symlinks=False).st_mtime < before:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 
 class CreditSettings(BaseModel):
@@ -16,3 +16,24 @@ class QueueSettings(BaseModel):
     heartbeat_s: float = Field(10.0, gt=0, description="how often a worker renews its lease")
     job_deadline_s: float = Field(600.0, gt=0, description="a job still unfinished after this fails")
     running_cap: int = Field(2, ge=1, description="jobs one user may have running at once")
+
+
+class BlobSettings(BaseModel):
+    url: str | None = Field(
+        None,
+        description="where photos and outputs live: a directory (default: blobs/ in the data directory) or "
+        "s3://bucket/prefix (credentials, region and endpoint from the AWS_* variables)",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _known_kind(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        scheme, sep, rest = value.partition("://")
+        if sep and scheme != "s3":
+            raise ValueError(f"unsupported store {scheme!r}: use a directory or s3://BUCKET[/PREFIX]")
+        if sep and not rest.split("/", 1)[0]:
+            raise ValueError("s3:// needs a bucket: s3://BUCKET[/PREFIX]")
+        return value

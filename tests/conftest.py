@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
 import pytest
 
 from storage.db import Database
+from tests.s3_server import NoServer, S3Server, run_s3_server
 
 POSTGRES_URL = os.environ.get("LIKENESS_TEST_POSTGRES_URL", "")
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
@@ -71,3 +72,13 @@ async def db(store_target: StoreTarget) -> AsyncIterator[Database]:
         yield database
     finally:
         await database.dispose()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """A real S3-compatible server (SeaweedFS) for the whole session; skipped only when it cannot start."""
+    try:
+        with run_s3_server() as server:
+            yield server
+    except NoServer as exc:
+        pytest.skip(f"no S3 server: {exc}")

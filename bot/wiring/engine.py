@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 
 from bot.settings import Settings
-from bot.wiring.store import open_blobs, open_database
+from bot.wiring.store import check_blobs, open_blobs, open_database
 from engine.backend import Backend
 from engine.catalogue import BACKEND_NAMES, LOCAL
 from engine.dispatch import Dispatcher
@@ -24,7 +24,7 @@ from engine.metrics import Metrics
 from engine.providers.registry import build_provider_backends
 from engine.routing import Router
 from storage import notify
-from storage.blobs import LocalBlobStore
+from storage.blobs import BlobStore
 from storage.db import Database
 from storage.notify import Notifier
 
@@ -37,7 +37,7 @@ class EngineParts:
 
     settings: Settings
     db: Database
-    blobs: LocalBlobStore
+    blobs: BlobStore
     http: aiohttp.ClientSession
     hub: ProgressHub
     router: Router
@@ -123,6 +123,7 @@ async def open_engine(settings: Settings) -> AsyncIterator[EngineParts]:
             router = Router(backends, route, breakers, fleet=fleet)
             hub = ProgressHub()
             blobs = open_blobs(settings)
+            await check_blobs(blobs)
             metrics = Metrics()
             dispatcher = Dispatcher(
                 db,

@@ -7,8 +7,9 @@ import logging
 from bot.errors import OperatorError
 from bot.settings import Settings
 from storage import migrate
-from storage.blobs import LocalBlobStore
+from storage.blobs import BlobStore, LocalBlobStore
 from storage.db import Database
+from storage.object_blobs import ObjectBlobStore, ObjectStoreError
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +44,29 @@ async def upgrade_database(settings: Settings) -> None:
         await db.dispose()
 
 
-def open_blobs(settings: Settings) -> LocalBlobStore:
+def open_blobs(settings: Settings) -> BlobStore:
+    """The blob store LIKENESS_BLOBS__URL names: a bucket, or a directory (created if missing)."""
+    url = settings.blobs.url
+    if url is not None and url.startswith("s3://"):
+        try:
+            return ObjectBlobStore.from_url(url)
+        except ObjectStoreError as exc:
+            raise OperatorError(f"LIKENESS_BLOBS__URL: {exc}") from None
+    variable = "LIKENESS_BLOBS__URL" if url else "LIKENESS_DATA_DIR"
     try:
         settings.blobs_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OperatorError(f"LIKENESS_DATA_DIR: cannot create {settings.blobs_dir}: {exc.strerror}") from exc
+        raise OperatorError(f"{variable}: cannot create {settings.blobs_dir}: {exc.strerror}") from exc
     return LocalBlobStore(settings.blobs_dir)
+
+
+async def check_blobs(blobs: BlobStore) -> None:
+    """An object store answers before the process takes work (one small request); a directory needs none."""
+    if isinstance(blobs, ObjectBlobStore):
+        try:
+            await blobs.check()
+        except ObjectStoreError as exc:
+            raise OperatorError(f"LIKENESS_BLOBS__URL: {exc}") from None
 
 
 def _database(settings: Settings) -> Database:

@@ -141,7 +141,7 @@ def test_full_size_transformer_calls_twenty_cross_attentions_with_reference_shap
     tokens, text = 4096, 128
     with torch.device("meta"):
         id_tokens = torch.empty(1, 32, 2048)
-        with injection.using(id_tokens, 1.0):
+        with injection.using(id_tokens, torch.ones(())):
             out = transformer(
                 hidden_states=torch.empty(1, tokens, 64),
                 encoder_hidden_states=torch.empty(1, text, 4096),

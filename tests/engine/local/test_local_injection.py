@@ -57,7 +57,7 @@ def test_hooked_transformer_matches_oracle() -> None:
 
     injection = IdentityInjection(adapter)
     injection.attach(transformer)
-    with injection.using(id_tokens, 1.3):
+    with injection.using(id_tokens, torch.tensor(1.3)):
         got = transformer(**x, return_dict=False)[0]
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
     assert (got - base).abs().max() > 1e-3  # the identity really changed the output
@@ -65,7 +65,7 @@ def test_hooked_transformer_matches_oracle() -> None:
     # Outside `using`, and after detaching, the transformer is plain FLUX again, bit for bit.
     assert torch.equal(transformer(**x, return_dict=False)[0], base)
     injection.detach()
-    with injection.using(id_tokens, 1.3):
+    with injection.using(id_tokens, torch.tensor(1.3)):
         assert torch.equal(transformer(**x, return_dict=False)[0], base)
 
 
@@ -76,9 +76,9 @@ def test_zero_weight_is_plain_flux() -> None:
     injection.attach(transformer)
     x = inputs()
     base = transformer(**x, return_dict=False)[0]
-    injection.activate(torch.randn(1, 4, 16), 0.0)
+    injection.activate(torch.randn(1, 4, 16), IdentityInjection.weight_tensor(0.0, base))
     assert torch.equal(transformer(**x, return_dict=False)[0], base)
-    with injection.using(torch.randn(1, 4, 16), 0.0):
+    with injection.using(None, IdentityInjection.weight_tensor(1.0, base)):
         assert not injection.is_active
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from engine.local.injection import IdentityInjection
 from engine.local.sampling import (
@@ -45,6 +46,7 @@ def run(
     negative: PromptEmbedding | None = None,
     transformer: Any = None,
     injection: IdentityInjection | None = None,
+    batch_cfg: bool = True,
 ) -> torch.Tensor:
     transformer = transformer if transformer is not None else tiny.tiny_transformer()
     if hooked and injection is None:
@@ -61,6 +63,7 @@ def run(
         params,
         identity=ident,
         negative=negative,
+        batch_cfg=batch_cfg,
     )
 
 
@@ -109,30 +112,95 @@ def test_id_is_injected_only_from_start_step() -> None:
     assert per_call == [0, 0, 1, 1]
 
 
-def test_true_cfg_makes_2n_minus_1_calls_and_negative_pass_gets_uncond_id() -> None:
+def record_calls(transformer: Any, injection: IdentityInjection) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """(text tokens, ID tokens) of every transformer call."""
+    seen: list[tuple[torch.Tensor, torch.Tensor | None]] = []
+    transformer.register_forward_pre_hook(
+        lambda m, args, kwargs: seen.append((kwargs["encoder_hidden_states"], injection.id_tokens)),
+        with_kwargs=True,
+    )
+    return seen
+
+
+CFG = SamplingParams(width=32, height=32, steps=4, guidance=1.0, true_cfg=3.0)
+
+
+def test_sequential_true_cfg_makes_2n_minus_1_calls_and_negative_pass_gets_uncond_id() -> None:
     transformer = tiny.tiny_transformer()
     injection = IdentityInjection(tiny.tiny_adapter())
     injection.attach(transformer)
-    seen: list[tuple[torch.Tensor, torch.Tensor | None]] = []
-    transformer.register_forward_pre_hook(
-        lambda m, args, kwargs: seen.append((kwargs["encoder_hidden_states"], injection._id_tokens)),
-        with_kwargs=True,
-    )
+    seen = record_calls(transformer, injection)
     ident = identity(1)
     negative = prompt(9)
-    params = SamplingParams(width=32, height=32, steps=4, guidance=1.0, true_cfg=3.0)
-    out = run(params, ident=ident, negative=negative, transformer=transformer, injection=injection)
+    out = run(CFG, ident=ident, negative=negative, transformer=transformer, injection=injection, batch_cfg=False)
     assert len(seen) == 2 * 4 - 1
     # Step 0 runs the positive pass only; then (positive, negative) per step.
     positive, negative_calls = [seen[0], *seen[1::2]], seen[2::2]
     assert len(negative_calls) == 3
-    assert all(torch.equal(text, prompt().text) and ids is ident.cond for text, ids in positive)
+    for text, ids in positive:
+        assert torch.equal(text, prompt().text) and ids is not None and torch.equal(ids, ident.cond)
     for text, ids in negative_calls:
         assert torch.equal(text, negative.text)
-        assert ids is ident.uncond
+        assert ids is not None and torch.equal(ids, ident.uncond)
         assert ids.abs().sum() > 0
     no_cfg = run(SamplingParams(width=32, height=32, steps=4, guidance=1.0), ident=ident)
     assert (out - no_cfg).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("start_step", [0, 2])
+def test_batched_true_cfg_gives_the_sequential_latents_in_n_calls(start_step: int) -> None:
+    transformer = tiny.tiny_transformer()
+    injection = IdentityInjection(tiny.tiny_adapter())
+    injection.attach(transformer)
+    ident, negative = identity(1), prompt(9)
+    params = SamplingParams(width=32, height=32, steps=4, guidance=1.0, true_cfg=3.0, start_step=start_step)
+    sequential = run(
+        params, ident=ident, negative=negative, transformer=transformer, injection=injection, batch_cfg=False
+    )
+    seen = record_calls(transformer, injection)
+    batched = run(params, ident=ident, negative=negative, transformer=transformer, injection=injection)
+    torch.testing.assert_close(batched, sequential, rtol=0, atol=1e-5)
+    # One call per step: step 0 alone, then positive and negative as one batch of two whose ID tokens
+    # are (cond, uncond) once the identity is on.
+    assert [text.shape[0] for text, _ in seen] == [1, 2, 2, 2]
+    for step, (text, ids) in enumerate(seen[1:], start=1):
+        assert torch.equal(text, torch.cat([prompt().text, negative.text]))
+        if step < start_step:
+            assert ids is None
+        else:
+            assert ids is not None and torch.equal(ids, torch.cat([ident.cond, ident.uncond]))
+
+
+class HostSyncs(TorchDispatchMode):
+    """Counts the ops that make the host wait for the device or copy Python data to it.
+
+    ``_local_scalar_dense`` is behind ``.item()``, ``bool()`` and ``float()`` of a tensor; ``lift_fresh``
+    is ``torch.tensor(python data)``, a pageable host-to-device copy on a GPU.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[str] = []
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        name = str(func.overloadpacket.__name__)
+        if name in ("_local_scalar_dense", "lift_fresh", "lift_fresh_copy"):
+            self.ops.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+def test_the_loop_has_no_per_step_host_syncs() -> None:
+    transformer = tiny.tiny_transformer()
+    injection = IdentityInjection(tiny.tiny_adapter())
+    injection.attach(transformer)
+    counts = []
+    for steps in (2, 5):
+        params = SamplingParams(width=32, height=32, steps=steps, guidance=3.5, true_cfg=2.0, start_step=1)
+        with HostSyncs() as syncs:
+            run(params, ident=identity(1), negative=prompt(9), transformer=transformer, injection=injection)
+        counts.append(syncs.ops)
+    # Whatever the set-up costs, it is paid once per job: three more steps add nothing.
+    assert counts[0] == counts[1]
 
 
 def test_true_cfg_without_negative_is_refused() -> None:

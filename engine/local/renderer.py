@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from torch import nn
 
 from engine.errors import InvalidInputError
 from engine.local import weights
+from engine.local.acceleration import compile_blocks, fp8_scheme, quantize_fp8, set_attention
 from engine.local.adapter import PulidAdapter, config_from_shapes, read_shapes
 from engine.local.faces import BiSeNetParser, FaceParser, InsightFaceAnalyzer
 from engine.local.id_encoder import EvaLoader, IdentityEncoder, load_eva_clip
@@ -24,6 +26,8 @@ from engine.local.injection import IdentityInjection
 from engine.local.jobs import RenderCancelled, RenderedImage, RenderJob
 from engine.local.sampling import (
     DEFAULT_NEGATIVE_PROMPT,
+    IdEmbedding,
+    PromptEmbedding,
     SamplingParams,
     TextEncoders,
     decode,
@@ -37,6 +41,8 @@ from engine.local.settings import LocalSettings
 logger = logging.getLogger(__name__)
 
 MAX_PHOTO_SIDE = 1024  # photos are downscaled to this long side before face analysis
+# The warm-up render: the default job size; other sizes share its compiled graphs (dynamic shapes).
+WARM_UP_SIZE = (896, 1152)
 CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 
 
@@ -78,6 +84,7 @@ class Renderer:
     placement: Placement
     device: torch.device
     dtype: torch.dtype
+    step_cache: bool = False
 
     @property
     def vae_scale_factor(self) -> int:
@@ -153,11 +160,50 @@ class Renderer:
                         identity=identity,
                         negative=negative,
                         on_step=on_step,
+                        step_cache=self.step_cache,
                     )
                 )
         with self.placement.use(self.vae):
-            pixels = [decode(self.vae, x, latent_hw) for x in latents]
+            pixels = [decode(self.vae, x, latent_hw, self.dtype) for x in latents]
         return [encode_image(p[0], job.output_format, job.output_quality) for p in pixels]
+
+    @torch.no_grad()
+    def warm_up(self, max_sequence_length: int, size: tuple[int, int] = WARM_UP_SIZE) -> None:
+        """A two-step true-CFG render of random inputs: every graph a job can need gets compiled now.
+
+        Step 0 runs one image with an identity, step 1 the positive and negative pass as a batch of two;
+        with the identity path static (``keep_graph_static``) that is every block variant, and dynamic
+        shapes cover the other sizes.
+        """
+        config = self.transformer.config
+        g = torch.Generator().manual_seed(0)
+
+        def random(*shape: int) -> torch.Tensor:
+            return torch.randn(*shape, generator=g).to(self.device, self.dtype)
+
+        def prompt() -> PromptEmbedding:
+            text = random(1, max_sequence_length, int(config.joint_attention_dim))
+            return PromptEmbedding(text, random(1, int(config.pooled_projection_dim)), torch.zeros_like(text[0, :, :3]))
+
+        cfg = self.adapter.config
+        ids = (1, cfg.idformer.num_queries, cfg.cross_attention.kv_dim)
+        width, height = size
+        params = SamplingParams(width=width, height=height, steps=2, guidance=3.5, true_cfg=2.0)
+        latent_hw = latent_size(width, height, self.vae_scale_factor)
+        channels = int(config.in_channels) // 4
+        with self.placement.use(self.transformer):
+            denoise(
+                self.transformer,
+                self.scheduler,
+                self.injection,
+                initial_noise(0, channels, *latent_hw, device=self.device, dtype=self.dtype),
+                latent_hw,
+                prompt(),
+                params,
+                identity=IdEmbedding(random(*ids), random(*ids)),
+                negative=prompt(),
+                step_cache=self.step_cache,
+            )
 
 
 def decode_photo(data: bytes) -> np.ndarray:
@@ -202,8 +248,13 @@ def load_renderer(
     *,
     eva_loader: EvaLoader | None = None,
     parser_loader: Callable[[], FaceParser] | None = None,
+    compile_backend: str | Callable[..., Any] = "inductor",
 ) -> Renderer:
-    """Load every model from ``settings.models_dir``; never touches the network."""
+    """Load every model from ``settings.models_dir``; never touches the network.
+
+    With compilation on, the transformer is compiled and warmed up here, before the engine reports
+    ready, so the first job runs at full speed.
+    """
     # Any library that would look something up on the Hub fails instead of downloading.
     os.environ["HF_HUB_OFFLINE"] = "1"
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
@@ -219,7 +270,8 @@ def load_renderer(
     logger.info("loading the local engine from %s (%s, %s)", models, mode, settings.compute_dtype)
 
     transformer = _load(FluxTransformer2DModel, flux / "transformer", torch_dtype=dtype)
-    vae = _load(AutoencoderKL, flux / "vae", torch_dtype=dtype)
+    # float32 weights: decoding runs under autocast, as in the reference code.
+    vae = _load(AutoencoderKL, flux / "vae", torch_dtype=torch.float32)
     text = TextEncoders(
         tokenizer=_load(AutoTokenizer, flux / "tokenizer"),
         text_encoder=_load(CLIPTextModel, flux / "text_encoder", torch_dtype=dtype),
@@ -250,14 +302,22 @@ def load_renderer(
     else:
         offloaded = [vae, text.text_encoder, text.text_encoder_2, eva]
         if mode == "fp8":
-            # float8 storage, compute in `dtype`; the ID cross-attention is outside and stays 16-bit.
-            transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=dtype)
+            # Quantised layer by layer on the device, so the 16-bit transformer never has to fit there.
+            quantize_fp8(transformer, fp8_scheme(device), device=device)
             transformer.to(device)
         else:
             offloaded.append(transformer)
-    if settings.compile:
+    set_attention(transformer, settings.attention_backend, device)
+    step_cache = settings.step_cache > 0
+    if step_cache:
+        from diffusers import FirstBlockCacheConfig
+
+        # After the ID hooks, so a skipped block also skips its cross-attention.
+        transformer.enable_cache(FirstBlockCacheConfig(threshold=settings.step_cache))  # type: ignore[no-untyped-call]
+    compiled = settings.compile if isinstance(settings.compile, bool) else device.type == "cuda"
+    if compiled:
         # After the hooks are attached, so the compiled blocks include the ID cross-attention.
-        transformer.compile_repeated_blocks(fullgraph=True)
+        compile_blocks(transformer, injection, backend=compile_backend)
 
     analyzer = InsightFaceAnalyzer(
         models / weights.ANTELOPE_DIR,
@@ -280,7 +340,7 @@ def load_renderer(
         dtype=dtype,
         strategy=settings.multi_photo,
     )
-    return Renderer(
+    renderer = Renderer(
         transformer=transformer,
         vae=vae,
         scheduler=scheduler,
@@ -291,4 +351,10 @@ def load_renderer(
         placement=Placement(device, offloaded),
         device=device,
         dtype=dtype,
+        step_cache=step_cache,
     )
+    if compiled:
+        started = time.monotonic()
+        renderer.warm_up(settings.max_sequence_length)
+        logger.info("compiled and warmed up in %.1f s", time.monotonic() - started)
+    return renderer

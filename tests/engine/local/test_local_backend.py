@@ -12,6 +12,7 @@ import pytest
 
 from engine.backend import ProviderRef, Stage
 from engine.errors import InvalidInputError, NoFaceError, ProviderFailedError, TransientError
+from engine.local import weights
 from engine.local.backend import CAPABILITIES, LocalBackend
 from engine.local.settings import LocalSettings
 from engine.request import GenerationRequest
@@ -204,7 +205,8 @@ def test_unavailable_reasons(tmp_path: Path) -> None:
     assert "disabled" in (LocalBackend(LocalSettings()).unavailable_reason() or "")
     assert "models directory" in (LocalBackend(LocalSettings(enabled=True)).unavailable_reason() or "")
     reason = LocalBackend(LocalSettings(enabled=True, models_dir=tmp_path)).unavailable_reason() or ""
-    assert "missing" in reason and str(tmp_path / "flux1-dev" / "model_index.json") in reason
+    first = weights.check(tmp_path)[0]
+    assert "missing" in reason and str(first.path) in reason and first.path.is_relative_to(tmp_path)
     assert "likeness models download" in reason
 
 

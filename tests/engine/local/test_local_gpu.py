@@ -63,7 +63,7 @@ def test_compiled_hooked_transformer_matches_eager() -> None:
         "txt_ids": torch.zeros(6, 3).cuda(),
     }
     id_tokens = torch.randn(1, 4, 16, generator=g).cuda()
-    with torch.no_grad(), injection.using(id_tokens, 1.0):
+    with torch.no_grad(), injection.using(id_tokens, torch.ones((), device="cuda")):
         eager = transformer(**x, return_dict=False)[0]
         transformer.compile_repeated_blocks(fullgraph=True)
         compiled = transformer(**x, return_dict=False)[0]

@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 # Two images from one file:
 #   docker build -t likeness .                      slim: remote providers only, no torch (the default)
-#   docker build --target local -t likeness:local .  local: adds the PuLID-FLUX engine (CUDA torch)
+#   docker build --target local -t likeness:local .  local: adds the PuLID-FLUX engine (CUDA torch, the
+#                                                    `local` and `gpu` extras: timm, facexlib, torchvision)
 # Both run `likeness` as an unprivileged user with their state in the /data volume.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
@@ -26,13 +27,13 @@ COPY engine ./engine
 COPY storage ./storage
 RUN pip install --no-deps .
 
-# ---- build-local: the same plus the local engine's extra ----
+# ---- build-local: the same plus the local engine's extras ----
 FROM build AS build-local
 # insightface ships only as source: it needs a C++ compiler to build.
 RUN apt-get update \
     && apt-get install --yes --no-install-recommends build-essential \
     && rm -rf /var/lib/apt/lists/*
-RUN pip install ".[local]"
+RUN pip install ".[local,gpu]"
 
 # ---- runtime: what both images share ----
 FROM ${PYTHON_IMAGE} AS runtime

@@ -157,7 +157,7 @@ def test_settings_with_defaults_follow_the_environment(compose: str, tmp_path: P
 def test_scale_profile_runs_postgres_migration_bot_and_workers(compose: str, tmp_path: Path) -> None:
     resolved = config(compose, tmp_path, "scale", scale_override=True)
     services = active(resolved, "scale")
-    assert set(services) == {"bot", "postgres", "migrate", "worker"}
+    assert set(services) == {"bot", "postgres", "migrate", "worker", "s3"}
 
     postgres = services["postgres"]
     assert postgres["image"].startswith("postgres:")
@@ -170,21 +170,39 @@ def test_scale_profile_runs_postgres_migration_bot_and_workers(compose: str, tmp
     assert migrate["restart"] == "no"
     assert migrate["depends_on"]["postgres"]["condition"] == "service_healthy"
 
+    s3 = services["s3"]
+    assert s3["image"].startswith("chrislusf/seaweedfs:")
+    # The bucket the blob URL names is created when the store starts.
+    assert "-bucket=likeness" in s3["command"]
+    assert "8333/healthz" in " ".join(s3["healthcheck"]["test"])
+    assert mounts(s3) == {"s3data": "/data"}
+    assert "s3data" in resolved["volumes"]
+
     worker = services["worker"]
     assert worker["command"] == ["worker"]
     assert worker["deploy"]["replicas"] >= 2
     assert worker["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
-    # Workers read the face photos the bot stored.
-    assert mounts(worker) == {"data": "/data"}
+    assert worker["depends_on"]["s3"]["condition"] == "service_healthy"
+    # Photos and outputs are in the object store: no volume is shared between hosts.
+    assert mounts(worker) == {}
+    # The drain ends before Compose kills the container.
+    assert float(worker["environment"]["LIKENESS_DISPATCH__DRAIN_S"]) < float(worker["stop_grace_period"].rstrip("s"))
 
     bot = services["bot"]
     assert bot["command"] == ["run"]
     assert bot["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    # Front-end-only: chat, delivery and health; the workers render.
+    assert bot["environment"]["LIKENESS_DISPATCH__CONCURRENCY"] == "0"
     for name in ("bot", "migrate", "worker"):
         env = services[name]["environment"]
         assert env["LIKENESS_DATABASE_URL"] == PG_URL, name
         # The password travels separately, never inside the URL.
         assert "PGPASSWORD" in env, name
+    for name in ("bot", "worker"):
+        env = services[name]["environment"]
+        assert env["LIKENESS_BLOBS__URL"] == "s3://likeness/blobs", name
+        assert env["AWS_ENDPOINT_URL"] == "http://s3:8333", name
+        assert "AWS_ACCESS_KEY_ID" in env and "AWS_SECRET_ACCESS_KEY" in env, name
 
 
 def test_scale_profile_shares_one_password_between_server_and_clients(compose: str, tmp_path: Path) -> None:
@@ -228,9 +246,10 @@ def test_gpu_profile_adds_a_local_engine_worker_with_an_nvidia_gpu(compose: str,
 def test_gpu_and_scale_together_put_the_gpu_worker_on_postgres(compose: str, tmp_path: Path) -> None:
     resolved = config(compose, tmp_path, "scale", "gpu", scale_override=True)
     services = active(resolved, "scale", "gpu")
-    assert set(services) == {"bot", "postgres", "migrate", "worker", "gpu-worker"}
+    assert set(services) == {"bot", "postgres", "migrate", "worker", "gpu-worker", "s3"}
     gpu = services["gpu-worker"]
     assert gpu["environment"]["LIKENESS_DATABASE_URL"] == PG_URL
+    assert gpu["environment"]["LIKENESS_BLOBS__URL"] == "s3://likeness/blobs"
     assert gpu["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
 
 
@@ -305,7 +324,8 @@ def test_dockerfile_builds_a_slim_default_and_a_local_image() -> None:
     # The last stage is what a plain `docker build .` produces: the image without torch.
     assert list(stages)[-1] == "slim"
     text = DOCKERFILE.read_text()
-    assert 'pip install ".[local]"' in text
+    # The local engine needs the gpu extra too (EVA-CLIP through timm, the face parser through facexlib).
+    assert 'pip install ".[local,gpu]"' in text
     slim_chain = " ".join(stages["build"] + stages["runtime"] + stages["slim"])
     assert "[local]" not in slim_chain
     assert "COPY --from=build /opt/likeness" in " ".join(stages["slim"])

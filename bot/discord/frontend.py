@@ -239,7 +239,8 @@ class DiscordFrontEnd:
             reply = await self.service.imagine.cancel(actor, argument)
             await interaction.edit_original_response(content=reply.text, view=None)
         elif action is Action.HISTORY:
-            reply = await self.service.account.history(actor, int(argument) if argument.isdigit() else 0)
+            page = int(argument) if argument.isdecimal() and len(argument) <= 6 else 0  # else forged: page one
+            reply = await self.service.account.history(actor, page)
             await self._edit_original(interaction, reply)
         elif action is Action.FORGET:
             reply = await self.service.account.forget_confirmed(actor, argument == "yes")

@@ -458,7 +458,8 @@ class TelegramFrontEnd:
             reply = await self.service.imagine.cancel(actor, argument)
             await query.answer(reply.text)
         elif action is Action.HISTORY:
-            reply = await self.service.account.history(actor, int(argument) if argument.isdigit() else 0)
+            page = int(argument) if argument.isdecimal() and len(argument) <= 6 else 0  # else forged: page one
+            reply = await self.service.account.history(actor, page)
             await _edit(message, reply.text, _keyboard(reply.buttons, query.from_user.id))
             await query.answer()
         elif action is Action.FORGET:

@@ -25,13 +25,15 @@ from bot.errors import UserError
 from bot.intake import MAX_BYTES, MAX_PHOTOS, MAX_PIXELS, MIN_SIDE
 from bot.service.imagine import ImagineInput
 from bot.service.options import FLAGS
-from storage import jobs
+from storage import jobs, quota, users
 from storage import tables as t
+from storage.db import Database
 from storage.errors import QuotaRefused, RefusalReason
 from tests.bot.service.conftest import ADMIN, ANN, WELCOME, ChatTarget, World
 from tests.bot.service.conftest import world as world  # the service world, shared as a fixture
 
 SKIN = (200, 150, 120)
+NOW = 1_800_000_000.0
 
 
 def photo(size: tuple[int, int] = (400, 480), fmt: str = "JPEG", mode: str = "RGB", **options: Any) -> bytes:
@@ -356,3 +358,34 @@ async def test_odd_but_sound_photos_are_stored_as_the_user_sees_them(world: Worl
         assert out.format == "JPEG" and out.mode == "RGB"
         assert looks_right(out), (kind, out.size, out.getpixel((200, 240)))
     assert b"<script>" not in stored
+
+
+# --- the quota read ahead of the submit ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "cost", "reason"),
+    [
+        ({}, 1, None),
+        ({}, 11, RefusalReason.NO_CREDITS),
+        ({"banned": True}, 1, RefusalReason.BANNED),
+        ({"daily_jobs_limit": 1}, 1, RefusalReason.DAILY_LIMIT),
+        ({"unlimited": True}, 500, None),
+    ],
+    ids=["fine", "no-credits", "banned", "daily-limit", "unlimited"],
+)
+async def test_the_quota_read_ahead_refuses_what_the_submit_would(
+    db: Database, fields: dict[str, Any], cost: int, reason: RefusalReason | None
+) -> None:
+    user = await db.write(
+        users.ensure_user, platform="telegram", platform_user_id="7", now=NOW, welcome_credits=WELCOME
+    )
+    uid = user.id or 0
+    if fields:
+        await db.write(users.set_user_fields, user_id=uid, **fields)
+    if reason is RefusalReason.DAILY_LIMIT:  # the one job the limit allows today, already taken
+        assert await db.write(quota.reserve, user_id=uid, cost=0, now=NOW, daily_jobs_default=20) is not None
+    found = await db.read(quota.check, user_id=uid, cost=cost, now=NOW, daily_jobs_default=20)
+    assert (found.reason if found else None) == reason
+    reserved = await db.write(quota.reserve, user_id=uid, cost=cost, now=NOW, daily_jobs_default=20)
+    assert (reserved is None) == (reason is not None)

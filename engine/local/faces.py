@@ -46,6 +46,12 @@ class FaceAnalyzer(Protocol):
         ...
 
 
+class LandmarkDetector(Protocol):
+    def detect(self, image: np.ndarray) -> list[tuple[tuple[float, float, float, float], np.ndarray]]:
+        """Every face in an RGB uint8 image: its box (x1, y1, x2, y2) and five landmarks (5, 2)."""
+        ...
+
+
 class FaceParser(Protocol):
     def parse(self, aligned: np.ndarray) -> np.ndarray:
         """CelebAMask-HQ class per pixel (H, W) of an aligned RGB uint8 crop."""
@@ -94,9 +100,17 @@ def providers_for(device: Literal["cpu", "cuda"]) -> list[str]:
 class InsightFaceAnalyzer:
     """antelopev2 (SCRFD-10G detector + ArcFace R100) loaded from a local directory.
 
-    The largest face is used for both the ArcFace embedding and the aligned crop, so a group photo can
-    never mix two people. Faces whose box is narrower than ``min_face_px`` are refused: ArcFace on a
-    few dozen pixels describes blur, not a person.
+    Where this differs from the reference pipeline, on purpose:
+
+    - The reference takes ArcFace from insightface's largest face but aligns the EVA-CLIP crop on
+      facexlib's face nearest the centre, so a group photo can mix two people. Here the largest face
+      gives both.
+    - Faces whose box is narrower than ``min_face_px`` are refused (the reference has no floor): ArcFace
+      on a few dozen pixels describes blur, not a person.
+
+    As in the reference, when SCRFD finds no face a second detector (``fallback``: facexlib's
+    RetinaFace, which also finds some large close-ups SCRFD misses at 640 px) supplies the landmarks,
+    and ArcFace runs on the aligned 512 px crop itself.
     """
 
     def __init__(
@@ -106,6 +120,7 @@ class InsightFaceAnalyzer:
         device: Literal["cpu", "cuda"] = "cpu",
         det_size: int = 640,
         min_face_px: int = 64,
+        fallback: LandmarkDetector | None = None,
     ) -> None:
         import onnxruntime
         from insightface.app import FaceAnalysis
@@ -123,6 +138,27 @@ class InsightFaceAnalyzer:
         )
         self._app.prepare(ctx_id=0 if device == "cuda" else -1, det_size=(det_size, det_size))
         self._min_face_px = min_face_px
+        self._fallback = fallback
+
+    def _check_size(self, box: tuple[float, float, float, float]) -> None:
+        x1, y1, x2, y2 = box
+        side = min(x2 - x1, y2 - y1)
+        if side < self._min_face_px:
+            raise NoFaceError(f"largest face is {side:.0f}px, below the {self._min_face_px}px minimum")
+
+    def _from_fallback(self, image: np.ndarray) -> DetectedFace:
+        """No face for SCRFD: the fallback detector's largest face, ArcFace on its aligned crop."""
+        found = self._fallback.detect(image) if self._fallback is not None else []
+        if not found:
+            raise NoFaceError("no face detected in the photo")
+        (x1, y1, x2, y2), landmarks = max(found, key=lambda f: (f[0][2] - f[0][0]) * (f[0][3] - f[0][1]))
+        box = (float(x1), float(y1), float(x2), float(y2))
+        self._check_size(box)
+        aligned = align_face(image, np.asarray(landmarks, dtype=np.float32))
+        # ArcFace reads BGR; on the 512 px crop (resized to its 112 px input), as the reference does.
+        embedding = self._app.models["recognition"].get_feat(np.ascontiguousarray(aligned[..., ::-1]))[0]
+        logger.info("insightface found no face; embedding taken from the fallback detector's aligned crop")
+        return DetectedFace(embedding=np.asarray(embedding, dtype=np.float32), aligned=aligned, box=box)
 
     def analyze(self, image: np.ndarray) -> DetectedFace:
         bgr = np.ascontiguousarray(image[..., ::-1])
@@ -132,7 +168,7 @@ class InsightFaceAnalyzer:
             warnings.filterwarnings("ignore", message="`estimate` is deprecated", category=FutureWarning)
             faces = self._app.get(bgr)
         if not faces:
-            raise NoFaceError("no face detected in the photo")
+            return self._from_fallback(image)
 
         def area(face: Any) -> float:
             x1, y1, x2, y2 = face.bbox
@@ -140,9 +176,7 @@ class InsightFaceAnalyzer:
 
         face = max(faces, key=area)
         x1, y1, x2, y2 = (float(v) for v in face.bbox)
-        side = min(x2 - x1, y2 - y1)
-        if side < self._min_face_px:
-            raise NoFaceError(f"largest face is {side:.0f}px, below the {self._min_face_px}px minimum")
+        self._check_size((x1, y1, x2, y2))
         if face.embedding is None or face.kps is None:
             raise NoFaceError("the detector gave no landmarks or embedding for the face")
         return DetectedFace(
@@ -150,6 +184,32 @@ class InsightFaceAnalyzer:
             aligned=align_face(image, np.asarray(face.kps)),
             box=(x1, y1, x2, y2),
         )
+
+
+class RetinaFaceDetector:
+    """facexlib's RetinaFace-R50, ``detection_Resnet50_Final.pth`` in ``weights_dir``; needs torchvision.
+
+    The reference pipeline's alignment detector, here only the fallback when SCRFD finds no face. The
+    0.97 confidence threshold is the one facexlib's face helper uses.
+    """
+
+    def __init__(self, weights_dir: Path, *, device: str) -> None:
+        from facexlib.detection import init_detection_model  # type: ignore[import-not-found, unused-ignore]
+
+        self._net = init_detection_model(
+            "retinaface_resnet50", half=False, device=device, model_rootpath=str(weights_dir)
+        )
+        self._net.eval()
+
+    def detect(self, image: np.ndarray) -> list[tuple[tuple[float, float, float, float], np.ndarray]]:
+        import torch
+
+        with torch.no_grad():
+            rows = self._net.detect_faces(np.ascontiguousarray(image[..., ::-1]), 0.97)
+        return [
+            ((float(r[0]), float(r[1]), float(r[2]), float(r[3])), np.asarray(r[5:15], dtype=np.float32).reshape(5, 2))
+            for r in rows
+        ]
 
 
 class BiSeNetParser:

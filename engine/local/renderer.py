@@ -20,7 +20,7 @@ from engine.errors import InvalidInputError
 from engine.local import weights
 from engine.local.acceleration import compile_blocks, fp8_scheme, quantize_fp8, set_attention
 from engine.local.adapter import PulidAdapter, config_from_shapes, read_shapes
-from engine.local.faces import BiSeNetParser, FaceParser, InsightFaceAnalyzer
+from engine.local.faces import BiSeNetParser, FaceParser, InsightFaceAnalyzer, LandmarkDetector, RetinaFaceDetector
 from engine.local.id_encoder import EvaLoader, IdentityEncoder, load_eva_clip
 from engine.local.injection import IdentityInjection
 from engine.local.jobs import RenderCancelled, RenderedImage, RenderJob
@@ -248,6 +248,7 @@ def load_renderer(
     *,
     eva_loader: EvaLoader | None = None,
     parser_loader: Callable[[], FaceParser] | None = None,
+    fallback_loader: Callable[[], LandmarkDetector | None] | None = None,
     compile_backend: str | Callable[..., Any] = "inductor",
 ) -> Renderer:
     """Load every model from ``settings.models_dir``; never touches the network.
@@ -319,18 +320,20 @@ def load_renderer(
         # After the hooks are attached, so the compiled blocks include the ID cross-attention.
         compile_blocks(transformer, injection, backend=compile_backend)
 
+    face_torch_device = "cuda" if settings.face_device == "cuda" else "cpu"
+    face_models = models / weights.FACE_PARSER_DIR
     analyzer = InsightFaceAnalyzer(
         models / weights.ANTELOPE_DIR,
         device=settings.face_device,
         det_size=settings.det_size,
         min_face_px=settings.min_face_px,
+        fallback=(
+            fallback_loader()
+            if fallback_loader is not None
+            else RetinaFaceDetector(face_models, device=face_torch_device)
+        ),
     )
-    face_torch_device = "cuda" if settings.face_device == "cuda" else "cpu"
-    parser = (
-        parser_loader()
-        if parser_loader is not None
-        else BiSeNetParser(models / weights.FACE_PARSER_DIR, device=face_torch_device)
-    )
+    parser = parser_loader() if parser_loader is not None else BiSeNetParser(face_models, device=face_torch_device)
     identity = IdentityEncoder(
         analyzer,
         parser,

@@ -86,3 +86,63 @@ def test_whitening_keeps_face_grey_and_whitens_background_classes() -> None:
 def test_antelope_dir_has_the_real_file_names(tmp_path: Path) -> None:
     write_antelope_dir(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["glintr100.onnx", "scrfd_10g_bnkps.onnx"]
+
+
+def unmarked_photo(faces: tuple[tuple[int, int, int], ...], seed: int = 0) -> np.ndarray:
+    """A photo whose faces the tiny SCRFD cannot see: their detector markers painted over."""
+    image = face_photo(faces=faces, seed=seed)
+    for cx, cy, _ in faces:
+        image[cy : cy + 8, cx : cx + 8] = (200, 170, 150)
+    return image
+
+
+class ScriptedDetector:
+    """Stands in for facexlib's RetinaFace: reports the given faces (centre, half-size) with landmarks."""
+
+    def __init__(self, faces: tuple[tuple[int, int, int], ...]) -> None:
+        self.faces = faces
+        self.calls = 0
+
+    def detect(self, image: np.ndarray) -> list[tuple[tuple[float, float, float, float], np.ndarray]]:
+        self.calls += 1
+        return [
+            ((cx - half, cy - half, cx + half, cy + half), np.array([cx, cy]) + KEYPOINTS * half)
+            for cx, cy, half in self.faces
+        ]
+
+
+@pytest.fixture(scope="module")
+def antelope_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_antelope_dir(tmp_path_factory.mktemp("antelopev2-fallback"))
+
+
+def with_fallback(model_dir: Path, detector: ScriptedDetector) -> InsightFaceAnalyzer:
+    return InsightFaceAnalyzer(model_dir, device="cpu", det_size=256, min_face_px=24, fallback=detector)
+
+
+def test_no_insightface_face_falls_back_to_arcface_on_the_aligned_crop(antelope_dir: Path) -> None:
+    faces = ((72, 72, 30), (168, 160, 56))
+    photo = unmarked_photo(faces)
+    detector = ScriptedDetector(faces)
+    analyzer = with_fallback(antelope_dir, detector)
+    face = analyzer.analyze(photo)
+    assert detector.calls == 1
+    # The larger face, aligned on the fallback's landmarks.
+    assert face.box == (112, 104, 224, 216)
+    assert np.array_equal(face.aligned, align_face(photo, np.array([168, 160]) + KEYPOINTS * 56))
+    assert face.embedding.shape == (512,) and face.embedding.dtype == np.float32
+    assert float(np.linalg.norm(face.embedding)) > 1  # raw, as ArcFace gives it
+    # The embedding is read from the aligned crop: another person's crop gives another embedding.
+    other = with_fallback(antelope_dir, ScriptedDetector(((168, 160, 56),))).analyze(unmarked_photo(faces, seed=5))
+    assert np.abs(other.embedding - face.embedding).max() > 0.1
+
+
+def test_fallback_is_not_asked_when_insightface_finds_a_face_and_keeps_the_floor(antelope_dir: Path) -> None:
+    detector = ScriptedDetector(((128, 128, 48),))
+    analyzer = with_fallback(antelope_dir, detector)
+    analyzer.analyze(face_photo())
+    assert detector.calls == 0
+    with pytest.raises(NoFaceError, match="no face"):
+        with_fallback(antelope_dir, ScriptedDetector(())).analyze(unmarked_photo(((128, 128, 48),)))
+    with pytest.raises(NoFaceError, match="below the 24px minimum"):
+        with_fallback(antelope_dir, ScriptedDetector(((128, 128, 8),))).analyze(unmarked_photo(((128, 128, 8),)))

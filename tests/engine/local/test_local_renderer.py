@@ -167,3 +167,10 @@ def test_photo_features_are_frozen() -> None:
     features = PhotoFeatures(torch.zeros(1, 2), (torch.zeros(1),))
     with pytest.raises(AttributeError):
         features.id_cond = torch.ones(1)  # type: ignore[misc]
+
+
+def test_sixteen_bit_compute_keeps_the_vae_in_float32(models_dir: Path) -> None:
+    renderer = tiny.tiny_renderer(tiny.tiny_settings(models_dir, compute_dtype="bfloat16"))
+    assert renderer.vae.dtype == torch.float32 and renderer.transformer.dtype == torch.bfloat16
+    image = pixels(renderer.render(job())[0].data)
+    assert image.shape == (64, 64, 3) and image.std() > 0

@@ -227,3 +227,13 @@ def test_encode_prompt_with_tiny_text_encoders() -> None:
     b = encode_prompt(encoders, "a blurry city", max_sequence_length=8, device=torch.device("cpu"), dtype=torch.float32)
     assert a.text.shape == (1, 8, 32) and a.pooled.shape == (1, 32) and a.text_ids.shape == (8, 3)
     assert not torch.equal(a.text, b.text) and not torch.equal(a.pooled, b.pooled)
+
+
+def test_decode_runs_a_float32_vae_under_autocast() -> None:
+    vae = tiny.tiny_vae()
+    latents = run(BASE, ident=None, hooked=False)
+    exact = decode(vae, latents, HW)
+    mixed = decode(vae, latents.bfloat16(), HW, torch.bfloat16)
+    assert mixed.dtype == torch.float32 and vae.dtype == torch.float32
+    assert not torch.equal(mixed, exact)  # the convolutions did run in bfloat16
+    assert (mixed - exact).abs().max() < 0.05

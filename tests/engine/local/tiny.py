@@ -4,7 +4,8 @@
 antelopev2-shaped ONNX models); ``LocalBackend(tiny_settings(path), renderer_factory=tiny_renderer,
 weights_check=check_tiny_models)`` then renders 256x256 images through the real child process in
 about a second each (plus a few seconds to start the process). EVA-CLIP (timm) and the BiSeNet face
-parser (facexlib) need torchvision, so the tiny renderer swaps in small torch stand-ins for those two.
+parser (facexlib) need torchvision, so the tiny renderer swaps in small torch stand-ins for those two
+and runs without facexlib's fallback face detector.
 """
 
 from __future__ import annotations
@@ -280,4 +281,5 @@ def tiny_renderer(settings: LocalSettings, **options: Any) -> Any:
         torch.manual_seed(4)
         return TinyEva().to(device=device, dtype=dtype).eval()
 
+    options.setdefault("fallback_loader", lambda: None)
     return load_renderer(settings, eva_loader=eva_loader, parser_loader=CentreParser, **options)

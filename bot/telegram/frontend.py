@@ -6,6 +6,7 @@ import datetime as dt
 import functools
 import logging
 import re
+import warnings
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
@@ -32,6 +33,7 @@ from telegram.ext import (
     MessageHandler,
     filters,
 )
+from telegram.warnings import PTBDeprecationWarning
 
 from bot import messages
 from bot.errors import OperatorError, UserError
@@ -215,7 +217,9 @@ class TelegramFrontEnd:
                 raise Undeliverable(f"telegram refused: {exc.message}") from None
             raise
         except RetryAfter as exc:  # the rate limiter's own retries ran out
-            wait = exc.retry_after
+            with warnings.catch_warnings():  # an int now, a timedelta in a later release: both are read
+                warnings.simplefilter("ignore", PTBDeprecationWarning)
+                wait = exc.retry_after
             seconds = wait.total_seconds() if isinstance(wait, dt.timedelta) else float(wait)
             raise DeliveryDeferred(f"telegram flood control: {exc.message}", retry_after_s=seconds) from None
         except NetworkError as exc:  # 5xx, timeouts, connection errors: Telegram is unavailable for now

@@ -30,6 +30,11 @@ from tests.bot.telegram.stack import Stack, face_photo, is_status, telegram_stac
 from tests.fakes.fal import FalScript
 from tests.fakes.telegram import FakeTelegram
 
+# python-telegram-bot reads its own deprecated RetryAfter.retry_after when it handles a 429.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Deprecated since version v22\\.2. In a future major version attribute `retry_after` will be "
+    "of type `datetime\\.timedelta`:telegram.warnings.PTBDeprecationWarning"
+)
 QUICK_RETRIES = {"retry_base_s": 0.05, "retry_cap_s": 0.2}
 
 
@@ -212,3 +217,14 @@ async def retried(s: Stack, job_id: str) -> Job:
 
 def _due_now(job_id: str) -> Any:
     return update(t.jobs).where(t.jobs.c.id == job_id).values(delivery_next_at=0.0)
+
+
+async def test_flood_control_outlasting_the_rate_limiters_retries_is_deferred_no_sooner_than_asked(
+    frontend: tuple[TelegramFrontEnd, FakeTelegram],
+) -> None:
+    front, fake = frontend
+    chat = fake.private_chat(fake.user("Ann"))
+    fake.rate_limit("sendMessage", times=4, retry_after=1)  # one more than the rate limiter retries
+    with pytest.raises(DeliveryDeferred) as deferred:
+        await front.deliver("j", TelegramTarget(chat.id), Reply("Cancelled."))
+    assert deferred.value.retry_after_s == 1.0

@@ -74,6 +74,7 @@ class Job(SQLModel, table=True):
         ),
         Index("ix_jobs_created", "created_at"),
         Index("ix_jobs_retention", "expired", "finished_at"),
+        Index("ix_jobs_spend", "backend", "finished_at"),  # a backend's spend today, for its budget
     )
 
     id: str = Field(primary_key=True, max_length=128)  # the idempotency key from the chat event
@@ -203,5 +204,79 @@ class ScopeSettings(SQLModel, table=True):
     paused: bool = False
     pause_reason: str = Field(default="", max_length=256)
     daily_jobs: int | None = None
+    daily_images: int | None = None  # images the scope's members may render per UTC day there; None: no cap
     channels: list[str] = _json_list()
     updated_at: float = 0.0
+
+
+class ScopeDay(SQLModel, table=True):
+    """Images rendered in one scope (a Discord server, a Telegram group) on one UTC day, against its cap."""
+
+    __tablename__ = "scope_days"
+
+    scope: str = Field(primary_key=True, max_length=96)
+    day: str = Field(primary_key=True, max_length=10)
+    images: int = 0
+
+
+class Purchase(SQLModel, table=True):
+    """Credits a user bought: a Telegram Stars payment or a Discord entitlement, credited once per charge."""
+
+    __tablename__ = "purchases"
+    __table_args__ = (
+        UniqueConstraint("platform", "charge_id", name="uq_purchases_charge"),
+        Index("ix_purchases_user", "user_id", "at"),
+        Index("ix_purchases_at", "at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    platform: str = Field(max_length=16)
+    charge_id: str = Field(max_length=128)  # telegram_payment_charge_id, or the Discord entitlement id
+    user_id: int = Field(foreign_key="users.id")
+    credits: int
+    price: int = 0  # in ``currency``'s smallest unit: Stars are whole; Discord keeps its prices to itself
+    currency: str = Field(max_length=16)
+    product: str = Field(max_length=64)  # the pack's invoice payload, or the SKU id
+    provider_charge_id: str = Field(default="", max_length=128)
+    state: str = Field(default="paid", max_length=16)  # paid, refunding (the platform is being asked), refunded
+    credits_removed: int = 0  # taken back by the refund (less than ``credits`` when some were spent)
+    at: float = 0.0
+    refunded_at: float | None = None
+
+
+class BudgetHold(SQLModel, table=True):
+    """The estimated cost a running job holds against its backend's daily budget until it finishes."""
+
+    __tablename__ = "budget_holds"
+    __table_args__ = (Index("ix_budget_holds_backend", "backend"),)
+
+    job_id: str = Field(primary_key=True, max_length=128)
+    backend: str = Field(max_length=32)
+    estimate_usd: float
+    at: float = 0.0
+
+
+class BudgetAlert(SQLModel, table=True):
+    """A budget threshold reached on a UTC day: written once, then told to the admins once."""
+
+    __tablename__ = "budget_alerts"
+
+    day: str = Field(primary_key=True, max_length=10)
+    budget: str = Field(primary_key=True, max_length=32)  # a backend's name, or "total"
+    threshold: int = Field(primary_key=True)  # percent of the budget: 80 or 100
+    used_usd: float
+    limit_usd: float
+    at: float = 0.0
+    sent_at: float | None = None
+
+
+class PendingJob(SQLModel, table=True):
+    """A costly job the user has been asked to confirm: queued (and charged) only when they do."""
+
+    __tablename__ = "pending_jobs"
+
+    id: str = Field(primary_key=True, max_length=128)  # the id the job gets: a repeated confirmation is a duplicate
+    user_id: int = Field(foreign_key="users.id", index=True)
+    cost: int
+    job: dict[str, Any] = _json()  # the job as it will be submitted
+    created_at: float = 0.0

@@ -34,6 +34,8 @@ class LedgerKind(StrEnum):
     REFUND = "refund"
     GRANT = "grant"
     ADJUST = "adjust"
+    PURCHASE = "purchase"  # credits bought (Telegram Stars, a Discord SKU)
+    PURCHASE_REFUND = "purchase_refund"  # credits taken back with a refunded purchase
 
 
 class Tier(StrEnum):

@@ -23,6 +23,11 @@ blob_refs: Table = _tables["blob_refs"]
 audit_log: Table = _tables["audit_log"]
 scope_settings: Table = _tables["scope_settings"]
 workers: Table = _tables["workers"]
+scope_days: Table = _tables["scope_days"]
+purchases: Table = _tables["purchases"]
+budget_holds: Table = _tables["budget_holds"]
+budget_alerts: Table = _tables["budget_alerts"]
+pending_jobs: Table = _tables["pending_jobs"]
 
 # Spelled as literals so the planners can use the partial indexes (a bound parameter hides the match).
 QUEUED = jobs.c.state == literal_column("'queued'")

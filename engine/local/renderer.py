@@ -316,6 +316,11 @@ def load_renderer(
         # After the ID hooks, so a skipped block also skips its cross-attention.
         transformer.enable_cache(FirstBlockCacheConfig(threshold=settings.step_cache))  # type: ignore[no-untyped-call]
     compiled = settings.compile if isinstance(settings.compile, bool) else device.type == "cuda"
+    if compiled and step_cache:
+        # The cache decides per step in Python whether to run the remaining blocks: a graph break that a
+        # full-graph compile refuses, and without fullgraph every new size recompiles.
+        logger.warning("step_cache is on: the transformer runs without torch.compile")
+        compiled = False
     if compiled:
         # After the hooks are attached, so the compiled blocks include the ID cross-attention.
         compile_blocks(transformer, injection, backend=compile_backend)

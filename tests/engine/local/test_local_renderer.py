@@ -174,3 +174,13 @@ def test_sixteen_bit_compute_keeps_the_vae_in_float32(models_dir: Path) -> None:
     assert renderer.vae.dtype == torch.float32 and renderer.transformer.dtype == torch.bfloat16
     image = pixels(renderer.render(job())[0].data)
     assert image.shape == (64, 64, 3) and image.std() > 0
+
+
+def test_step_cache_setting_turns_the_cache_on_and_compilation_off(models_dir: Path) -> None:
+    renderer = tiny.tiny_renderer(tiny.tiny_settings(models_dir, step_cache=0.1, compile=True))
+    assert renderer.step_cache and renderer.transformer.is_cache_enabled
+    # Compiling was asked for but the cache's per-step decision cannot be compiled as one graph.
+    assert not hasattr(renderer.transformer.transformer_blocks[0], "_compiled_call_impl") or (
+        renderer.transformer.transformer_blocks[0]._compiled_call_impl is None
+    )
+    assert pixels(renderer.render(job())[0].data).shape == (64, 64, 3)

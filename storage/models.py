@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, Integer, String, UniqueConstraint, text
+from sqlalchemy import JSON, Column, Index, Integer, LargeBinary, String, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from storage.states import DeliveryState, JobState, Tier
@@ -39,6 +39,7 @@ class User(SQLModel, table=True):
     day_jobs: int = 0
     last_vfinish: float = 0.0  # fair-queuing finish tag of the user's latest job
     created_at: float = 0.0
+    privacy_accepted_at: float | None = None  # when the user agreed to the privacy notice; None: not yet
 
 
 class Identity(SQLModel, table=True):
@@ -156,6 +157,21 @@ class Image(SQLModel, table=True):
     width: int
     height: int
     nsfw: bool = False
+    likeness: float | None = None  # the face judge's score against the job's identity; None: not scored
+    judge: str | None = Field(default=None, max_length=32)  # which judge scored it
+
+
+class FaceEmbedding(SQLModel, table=True):
+    """A face's identity vector (biometric data): of a saved identity's photo, or of a job's face photo."""
+
+    __tablename__ = "face_embeddings"
+
+    id: int | None = Field(default=None, primary_key=True)
+    owner: str = Field(max_length=160, index=True)  # "identity:<id>" or "job:<id>", as blob references name them
+    position: int  # the photo's place among its owner's photos
+    judge: str = Field(max_length=32)  # vectors of two judges never compare
+    vector: bytes = Field(sa_column=Column(LargeBinary, nullable=False))  # little-endian float32
+    created_at: float = 0.0
 
 
 class BlobRef(SQLModel, table=True):
@@ -206,6 +222,7 @@ class ScopeSettings(SQLModel, table=True):
     daily_jobs: int | None = None
     daily_images: int | None = None  # images the scope's members may render per UTC day there; None: no cap
     channels: list[str] = _json_list()
+    safety_policy: str | None = Field(default=None, max_length=16)  # None: the next scope's, or the setting
     updated_at: float = 0.0
 
 

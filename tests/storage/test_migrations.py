@@ -10,8 +10,10 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
-from storage import jobs, reconcile, scopes, users
+from storage import jobs, reconcile, scopes
 from storage.db import MIGRATIONS_DIR, Database
+from storage.quota import record_entry
+from storage.states import LedgerKind
 from tests.conftest import StoreTarget
 
 # The scope settings table as revision 0001 created it.
@@ -25,6 +27,30 @@ _SCOPES_0001 = sa.table(
     sa.column("extra", sa.JSON),
     sa.column("updated_at", sa.Float),
 )
+
+
+# The users table as revision 0001 created it (later revisions add columns today's queries read).
+_USERS_0001 = sa.table(
+    "users",
+    *(
+        sa.column(name, sa.String)
+        for name in ("platform", "platform_user_id", "display_name", "tier", "ban_reason", "day")
+    ),
+    *(sa.column(name, sa.Boolean) for name in ("banned", "unlimited")),
+    *(sa.column(name, sa.Integer) for name in ("id", "credits", "reserved", "running", "day_jobs")),
+    *(sa.column(name, sa.Float) for name in ("last_vfinish", "created_at")),
+)
+
+
+def _user_0001(*, session: Connection) -> int:
+    """A user with 5 welcome credits, written as revision 0001's code would."""
+    values: dict[str, object] = {"platform": "telegram", "platform_user_id": "7", "display_name": ""}
+    values |= {"tier": "free", "ban_reason": ""}
+    values |= {"day": "", "banned": False, "unlimited": False, "credits": 5, "reserved": 0, "running": 0}
+    values |= {"day_jobs": 0, "last_vfinish": 0.0, "created_at": 1000.0}
+    user_id = session.execute(_USERS_0001.insert().values(**values).returning(_USERS_0001.c.id)).scalar_one()
+    record_entry(session, user_id, None, LedgerKind.GRANT, 5, 1000.0, note="welcome")
+    return int(user_id)
 
 
 def _migrate(*, session: Connection, revision: str, down: bool = False) -> None:
@@ -57,13 +83,10 @@ async def test_upgrade_from_0001_keeps_scopes_users_and_jobs(store_target: Store
         await db.write(_migrate, revision="0001")
         assert await db.read(_revision) == "0001"
         assert "extra" in await db.read(_scope_columns)
-        user = await db.write(
-            users.ensure_user, platform="telegram", platform_user_id="7", now=1000.0, welcome_credits=5
-        )
-        assert user.id is not None
+        user_id = await db.write(_user_0001)
         await db.write(
             jobs.submit,
-            job=jobs.NewJob(id="before", user_id=user.id, params={"prompt": "p"}, cost=2),
+            job=jobs.NewJob(id="before", user_id=user_id, params={"prompt": "p"}, cost=2),
             now=1000.0,
             daily_jobs_default=10,
         )
@@ -91,7 +114,7 @@ async def test_upgrade_from_0001_keeps_scopes_users_and_jobs(store_target: Store
 
         await db.upgrade()
 
-        assert await db.read(_revision) == "0005"
+        assert await db.read(_revision) == "0006"
         assert "extra" not in await db.read(_scope_columns)
         assert await db.read(scopes.get_scope, scope="global") == scopes.Scope(
             name="global", paused=True, pause_reason="maintenance", daily_jobs=3, channels=(), updated_at=999.0
@@ -105,7 +128,7 @@ async def test_upgrade_from_0001_keeps_scopes_users_and_jobs(store_target: Store
         assert (await db.read(scopes.get_scope, scope="discord:guild:1")).channels == ("10", "11")
         await db.write(
             jobs.submit,
-            job=jobs.NewJob(id="after", user_id=user.id, params={"prompt": "p"}, cost=1),
+            job=jobs.NewJob(id="after", user_id=user_id, params={"prompt": "p"}, cost=1),
             now=1001.0,
             daily_jobs_default=10,
         )

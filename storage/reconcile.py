@@ -10,6 +10,9 @@ from sqlalchemy.engine import Connection
 from storage import tables as t
 from storage.states import UNFINISHED_STATES, DeliveryState, JobState, LedgerKind
 
+# Ledger kinds that move a user's credits outside any job.
+_GIVEN = [LedgerKind.GRANT, LedgerKind.ADJUST, LedgerKind.PURCHASE, LedgerKind.PURCHASE_REFUND]
+
 
 @dataclass(frozen=True)
 class Drift:
@@ -28,7 +31,8 @@ def find_drift(*, session: Connection) -> list[Drift]:
     - a user's ``reserved`` equals the cost of their unfinished jobs, ``running`` their running jobs;
     - every job has one reserve, and once finished exactly one commit or refund (none before), except a
       charged result that could not be delivered: a commit, then a refund, which the credits include;
-    - a user's ``credits`` equal their grants and adjustments minus their commits;
+    - a user's ``credits`` equal their grants, adjustments and purchases (less refunded ones) minus their
+      commits;
     - no user (other than an unlimited one, who is never charged) has less credit than their jobs hold:
       a negative free balance means a job was, or will be, charged from credits that are not there.
     """
@@ -104,7 +108,7 @@ def find_drift(*, session: Connection) -> list[Drift]:
     movements = (
         select(
             led.user_id,
-            func.sum(led.amount).filter(led.kind.in_([LedgerKind.GRANT, LedgerKind.ADJUST])).label("granted"),
+            func.sum(led.amount).filter(led.kind.in_(_GIVEN)).label("granted"),
             func.sum(led.amount).filter(led.kind == LedgerKind.COMMIT).label("spent"),
             func.sum(led.amount).filter(led.kind == LedgerKind.REFUND, led.job_id.in_(charged)).label("returned"),
         )

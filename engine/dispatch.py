@@ -82,8 +82,8 @@ class Dispatcher:
         self._wake.set()
 
     def serves(self) -> list[str]:
-        """Backends installed and configured here: the jobs this process may claim name one of them."""
-        return [name for name, backend in self.router.backends.items() if backend.unavailable_reason() is None]
+        """Backends of this process's route that are configured here: the jobs it claims name one of them."""
+        return [name for name in self.router.route if self.router.backends[name].unavailable_reason() is None]
 
     def serving(self) -> dict[str, int]:
         """What this process can take now, for the worker registry: backend (circuit closed) -> free slots."""
@@ -98,6 +98,7 @@ class Dispatcher:
         return {
             name: max(0, min(room, limits.get(name, default) - in_flight.get(name, 0)))
             for name in self.router.available()
+            if name in self.router.route
         }
 
     # --- the claim loop -----------------------------------------------------------------------------
@@ -108,7 +109,8 @@ class Dispatcher:
 
         With ``only``, claim that job alone (again after a retry wait) and sweep nothing: a process run for
         one job (`likeness generate`) leaves every other job to the workers that serve the queue."""
-        last_sweep = last_beat = 0.0
+        last_sweep = last_beat = last_claim = -float("inf")
+        claim_now = True
         stopper = asyncio.ensure_future(stop.wait())
         try:
             while not stop.is_set():
@@ -119,15 +121,26 @@ class Dispatcher:
                 if self.registration is not None and now - last_beat >= self.queue.heartbeat_s:
                     last_beat = now
                     await self.registration.beat()
-                try:
-                    await self.claim_available(only=only)
-                except Exception:  # the database may be briefly unreachable: try again at the next poll
-                    log.exception("claiming jobs failed")
+                # A claim when woken (a job queued, one of ours ended) or at the poll; not at every chore,
+                # so an idle worker costs the database a few statements a minute.
+                if claim_now or now - last_claim >= self.idle_poll():
+                    last_claim = now
+                    try:
+                        await self.claim_available(only=only)
+                    except Exception:  # the database may be briefly unreachable: try again at the next poll
+                        log.exception("claiming jobs failed")
                 self._wake.clear()
-                poll = asyncio.ensure_future(self.clock.sleep(self.idle_poll()))
-                waits: set[asyncio.Future[Any]] = {stopper, poll, asyncio.ensure_future(self._wake.wait())}
-                waits |= self._tasks
-                _done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                # Sleep until the next poll, sweep or registration beat, whichever comes first.
+                due = [last_claim + self.idle_poll() - now]
+                if only is None:
+                    due.append(last_sweep + self.queue.lease_s / 2 - now)
+                if self.registration is not None:
+                    due.append(last_beat + self.queue.heartbeat_s - now)
+                timer = asyncio.ensure_future(self.clock.sleep(max(0.0, min(due))))
+                woken = asyncio.ensure_future(self._wake.wait())
+                waits: set[asyncio.Future[Any]] = {stopper, timer, woken, *self._tasks}
+                done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                claim_now = woken in done or bool(done - {stopper, timer})  # woken, or a job of ours ended
                 for future in pending:
                     if future is not stopper and future not in self._tasks:
                         future.cancel()

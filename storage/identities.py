@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Connection
 
-from storage import blob_refs
+from storage import blob_refs, embeddings
 from storage import tables as t
 from storage.models import Identity
 
@@ -32,13 +34,22 @@ def count(*, session: Connection, user_id: int) -> int:
 
 
 def save(
-    *, session: Connection, user_id: int, name: str, photo_keys: list[str], now: float
+    *,
+    session: Connection,
+    user_id: int,
+    name: str,
+    photo_keys: list[str],
+    now: float,
+    face_embeddings: Sequence[tuple[str, bytes]] = (),
 ) -> tuple[Identity, list[str]]:
-    """Create or replace a named identity; it becomes the default. Returns it and blobs now unused."""
+    """Create or replace a named identity, with its photos' ``(judge, vector)`` embeddings; it becomes the
+    default. Returns it and blobs now unused."""
     existing = find(session=session, user_id=user_id, name=name)
     freed: list[str] = []
     if existing is not None and existing.id is not None:
-        freed = blob_refs.release(session=session, owner=blob_refs.identity_owner(existing.id))
+        owner = blob_refs.identity_owner(existing.id)
+        freed = blob_refs.release(session=session, owner=owner)
+        embeddings.remove(session=session, owner=owner)
         session.execute(delete(t.identities).where(_i.id == existing.id))
     session.execute(update(t.identities).where(_i.user_id == user_id).values(is_default=False))
     new_id = session.execute(
@@ -48,6 +59,7 @@ def save(
     ).scalar_one()
     for key in photo_keys:
         blob_refs.add(session=session, blob_key=key, owner=blob_refs.identity_owner(new_id))
+    embeddings.store(session=session, owner=blob_refs.identity_owner(new_id), embeddings=face_embeddings, now=now)
     freed = [key for key in freed if key not in photo_keys]
     identity = find(session=session, user_id=user_id, name=name)
     assert identity is not None
@@ -63,7 +75,8 @@ def use(*, session: Connection, user_id: int, name: str) -> bool:
 
 
 def remove(*, session: Connection, user_id: int, name: str | None = None) -> tuple[int, list[str]]:
-    """Delete one identity (or all when ``name`` is None); returns how many and the blobs now unused."""
+    """Delete one identity (or all when ``name`` is None) with its embeddings; returns how many and the
+    blobs now unused."""
     query = select(_i.id).where(_i.user_id == user_id)
     if name is not None:
         query = query.where(_i.name == name)
@@ -71,6 +84,7 @@ def remove(*, session: Connection, user_id: int, name: str | None = None) -> tup
     freed: list[str] = []
     for identity_id in ids:
         freed += blob_refs.release(session=session, owner=blob_refs.identity_owner(identity_id))
+        embeddings.remove(session=session, owner=blob_refs.identity_owner(identity_id))
     if ids:
         session.execute(delete(t.identities).where(_i.id.in_(ids)))
     return len(ids), freed

@@ -52,6 +52,8 @@ class NewImage:
     width: int
     height: int
     nsfw: bool = False
+    likeness: float | None = None  # the face judge's score, when the output was scored
+    judge: str | None = None
 
 
 class CancelOutcome(StrEnum):
@@ -366,6 +368,8 @@ def complete(
                     "width": image.width,
                     "height": image.height,
                     "nsfw": image.nsfw,
+                    "likeness": image.likeness,
+                    "judge": image.judge,
                 }
                 for image in images
             ],

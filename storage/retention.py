@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 
-from storage import blob_refs
+from storage import blob_refs, embeddings
 from storage import tables as t
 from storage.states import TERMINAL_STATES
 
@@ -22,7 +22,7 @@ class ExpiredBatch:
 def expire_finished(*, session: Connection, before: float, now: float, limit: int = 200) -> ExpiredBatch:
     """Mark up to ``limit`` jobs that finished before ``before`` as expired and drop their blob references.
 
-    Only terminal jobs qualify, so the face photos of queued or running jobs stay. Blobs that another
+    Only terminal jobs qualify, so the face photos (and embeddings) of queued or running jobs stay. Blobs that another
     owner still references (a saved identity, another job) are kept. The caller deletes
     ``orphaned_keys`` from the blob store after this transaction commits (checking them again with
     ``blob_refs.unreferenced`` right before).
@@ -54,4 +54,6 @@ def expire_finished(*, session: Connection, before: float, now: float, limit: in
     orphaned: list[str] = []
     for job_id in sorted(marked):
         orphaned.extend(blob_refs.release(session=session, owner=blob_refs.job_owner(job_id)))
+    # A job's face embeddings are biometric data like its photos: they go with them.
+    embeddings.remove_owners(session=session, owners=[blob_refs.job_owner(job_id) for job_id in marked])
     return ExpiredBatch(job_ids=sorted(marked), orphaned_keys=orphaned, more=len(due) >= limit)

@@ -23,6 +23,7 @@ class Scope:
     pause_reason: str = ""
     daily_jobs: int | None = None  # None: the next scope's limit, or the configured default
     channels: tuple[str, ...] = ()  # empty: every channel
+    safety_policy: str | None = None  # None: the global scope's, or the configured default
     updated_at: float = 0.0
 
 
@@ -37,6 +38,7 @@ def get_scope(*, session: Connection, scope: str) -> Scope:
         pause_reason=row.pause_reason,
         daily_jobs=row.daily_jobs,
         channels=tuple(str(channel) for channel in row.channels),
+        safety_policy=row.safety_policy,
         updated_at=row.updated_at,
     )
 
@@ -50,8 +52,10 @@ def update_scope(
     pause_reason: str | None = None,
     daily_jobs: int | None = None,
     channels: Sequence[str] | None = None,
+    safety_policy: str | None = None,
 ) -> None:
-    """Create or change the settings of one scope; a setting left as None keeps its value."""
+    """Create or change the settings of one scope; a setting left as None keeps its value (an empty
+    ``safety_policy`` removes the scope's own policy)."""
     given: dict[str, Any] = {
         "paused": paused,
         "pause_reason": pause_reason,
@@ -59,6 +63,8 @@ def update_scope(
         "channels": None if channels is None else list(channels),
     }
     values = {key: value for key, value in given.items() if value is not None}
+    if safety_policy is not None:
+        values["safety_policy"] = safety_policy or None
     defaults: dict[str, Any] = {"paused": False, "pause_reason": "", "channels": []}
     statement = t.upsert_insert(session, t.scope_settings).values(scope=scope, updated_at=now, **{**defaults, **values})
     session.execute(statement.on_conflict_do_update(index_elements=["scope"], set_={"updated_at": now, **values}))

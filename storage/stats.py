@@ -25,6 +25,9 @@ class Stats:
     queue_depth: int = 0
     running: int = 0
     users: int = 0
+    # Delivered outputs the face judge scored, per backend: (how many, mean score 0-1).
+    likeness_by_backend: dict[str, tuple[int, float]] = field(default_factory=dict)
+    likeness_retries: dict[str, int] = field(default_factory=dict)  # free re-renders per backend
 
     @property
     def total(self) -> int:
@@ -70,6 +73,25 @@ def collect(*, session: Connection, since: float) -> Stats:
         )
     )
     users = session.execute(select(func.count()).select_from(t.users)).scalar_one()
+    _i, _e = t.images.c, t.job_events.c
+    likeness = {
+        str(backend): (int(count), float(mean))
+        for backend, count, mean in session.execute(
+            select(_j.backend, func.count(), func.avg(_i.likeness))
+            .join(t.images, _i.job_id == _j.id)
+            .where(_j.created_at >= since, _j.backend.isnot(None), _i.likeness.isnot(None))
+            .group_by(_j.backend)
+        )
+    }
+    retries = {
+        str(backend): int(count)
+        for backend, count in session.execute(
+            select(_j.backend, func.count())
+            .join(t.job_events, _e.job_id == _j.id)
+            .where(_j.created_at >= since, _j.backend.isnot(None), _e.kind == "likeness_retry")
+            .group_by(_j.backend)
+        )
+    }
     return Stats(
         since=since,
         by_state=by_state,
@@ -77,6 +99,8 @@ def collect(*, session: Connection, since: float) -> Stats:
         queue_depth=live.get(JobState.QUEUED, 0),
         running=live.get(JobState.RUNNING, 0),
         users=int(users),
+        likeness_by_backend=likeness,
+        likeness_retries=retries,
     )
 
 

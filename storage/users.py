@@ -69,3 +69,12 @@ def ensure_user(
 def set_user_fields(*, session: Connection, user_id: int, **values: Any) -> None:
     """Change operator-set fields of a user (ban, daily limit, running cap, tier)."""
     session.execute(update(t.users).where(_u.id == user_id).values(**values))
+
+
+def accept_privacy(*, session: Connection, user_id: int, now: float) -> float:
+    """Record that the user agreed to the privacy notice (the first time only); returns when they did."""
+    session.execute(
+        update(t.users).where(_u.id == user_id, _u.privacy_accepted_at.is_(None)).values(privacy_accepted_at=now)
+    )
+    accepted = session.execute(select(_u.privacy_accepted_at).where(_u.id == user_id)).scalar_one()
+    return float(accepted)

@@ -161,7 +161,16 @@ async def test_upgrading_keeps_owed_results_owed_from_their_first_message(store_
     db = store_target.open()
     try:
         await db.write(_migrate, revision="0002")
-        user = await new_user(db)
+        # Written as revision 0002's code would: today's user queries read columns added later.
+        user = await db.write(
+            lambda session: session.execute(
+                sa.text(
+                    "INSERT INTO users (platform, platform_user_id, display_name, tier, banned, ban_reason,"
+                    " unlimited, credits, reserved, running, day, day_jobs, last_vfinish, created_at) VALUES"
+                    " ('telegram', '1', '', 'free', false, '', false, 0, 0, 0, '', 0, 0, 1) RETURNING id"
+                )
+            ).scalar_one()
+        )
         await db.write(
             lambda session: session.execute(
                 sa.text(

@@ -33,8 +33,9 @@ async def test_forget_deletes_history_faces_and_the_display_name(db: Database) -
     await db.write(identities.save, user_id=user_id, name="me", photo_keys=["f" * 64], now=1000.0)
     await _finished_job(db, user_id, "old")
 
-    freed = await db.write(history.forget, user_id=user_id)
-    assert freed == ["f" * 64]
+    forgotten = await db.write(history.forget, user_id=user_id)
+    assert forgotten is not None and forgotten.freed == ["f" * 64]
+    assert (forgotten.identities, forgotten.photos, forgotten.results, forgotten.history) == (1, 1, 0, 1)
     assert await db.read(jobs.get, job_id="old") is None
     assert await db.read(identities.list_identities, user_id=user_id) == []
     user = await db.read(users.get_user, user_id=user_id)
@@ -89,5 +90,6 @@ async def test_forget_racing_a_new_job_keeps_the_job_and_its_reservation(db: Dat
     job = await claim(db, now=1003.0)
     assert job is not None and job.id == "new"
     assert await db.write(jobs.fail, job_id="new", attempt=job.attempt, reason="provider_failed", now=1004.0)
-    assert await db.write(history.forget, user_id=user_id) == ["f" * 64]
+    forgotten = await db.write(history.forget, user_id=user_id)
+    assert forgotten is not None and forgotten.freed == ["f" * 64]
     assert await drift(db) == []

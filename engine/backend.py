@@ -38,6 +38,8 @@ class OutputImage:
     width: int
     height: int
     nsfw: bool = False
+    likeness: float | None = None  # the face judge's score against the job's identity, when it was scored
+    judge: str | None = None  # the judge that scored it
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,8 @@ class FailureKind(StrEnum):
     PROTOCOL = "protocol"  # malformed answers past the retry budget
     OUTPUT_EXPIRED = "output_expired"  # the result could not be downloaded any more
     PROVIDER_FAILED = "provider_failed"  # the provider reported the job failed
+    OVER_BUDGET = "over_budget"  # starting it would pass the operator's daily budget for the backend
+    UNSAFE_OUTPUT = "unsafe_output"  # the safety check flagged an output where the policy blocks it
 
 
 class BackendError(Exception):
@@ -67,6 +69,17 @@ class OutputExpiredError(BackendError):
 
 class ProviderFailedError(BackendError):
     kind = FailureKind.PROVIDER_FAILED
+
+
+class UnsafeOutputError(BackendError):
+    """An output was flagged unsafe where the policy blocks it: the job fails, refunded, with the provider's
+    spend on the renders still recorded."""
+
+    kind = FailureKind.UNSAFE_OUTPUT
+
+    def __init__(self, detail: str, *, spend_usd: float = 0.0) -> None:
+        super().__init__(detail)
+        self.spend_usd = spend_usd
 
 
 class PhotoMissingError(Exception):

@@ -21,6 +21,7 @@ class ProgressKind(StrEnum):
     BACKEND = "backend"  # rendering moved to this backend (first choice or failover)
     PROVIDER_QUEUE = "provider_queue"  # waiting in the provider's own queue at ``position``
     RENDERING = "rendering"
+    LIKENESS_RETRY = "likeness_retry"  # the result did not look enough like the face: rendering once more, free
     FINISHED = "finished"  # the job reached a terminal state; its delivery is pending
 
 

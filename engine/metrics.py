@@ -17,6 +17,10 @@ from storage.workers import served
 
 log = logging.getLogger(__name__)
 
+# Likeness scores are in [0, 1]; 0.5 is the recognizer's own same-person threshold.
+LIKENESS_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+SAFETY_POLICIES = frozenset({"block", "spoiler", "allow"})
+
 # Renders take seconds to minutes; the buckets span a fast provider to a job at its deadline.
 LATENCY_BUCKETS = (1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0)
 
@@ -38,8 +42,25 @@ class JobMetrics(Protocol):
     def breaker_state(self, backend: str, state: str) -> None: ...
 
 
+class LikenessMetrics(Protocol):
+    """Where the judging step reports each scored output, its free re-renders and flagged outputs."""
+
+    def likeness(self, backend: str, score: float) -> None: ...
+    def likeness_retry(self, backend: str) -> None: ...
+    def unsafe_output(self, backend: str, policy: str) -> None: ...
+
+
 class NullMetrics:
     """Metrics nobody reads: a worker without a metrics endpoint, tests, ``likeness generate``."""
+
+    def likeness(self, backend: str, score: float) -> None:
+        pass
+
+    def likeness_retry(self, backend: str) -> None:
+        pass
+
+    def unsafe_output(self, backend: str, policy: str) -> None:
+        pass
 
     def job_finished(self, backend: str, state: str, seconds: float) -> None:
         pass
@@ -97,6 +118,25 @@ class Metrics:
             ["backend"],
             registry=self.registry,
         )
+        self._likeness = Histogram(
+            "likeness_output_likeness",
+            "Face judge score of each rendered output against its identity (0 without a face), per backend.",
+            ["backend"],
+            buckets=LIKENESS_BUCKETS,
+            registry=self.registry,
+        )
+        self._likeness_retries = Counter(
+            "likeness_likeness_retries",
+            "Free re-renders of results that scored below the likeness threshold, per backend.",
+            ["backend"],
+            registry=self.registry,
+        )
+        self._unsafe = Counter(
+            "likeness_unsafe_outputs",
+            "Outputs flagged by a provider or the safety classifier, per backend and the policy applied.",
+            ["backend", "policy"],
+            registry=self.registry,
+        )
         self._store = _StoreCollector()
         self.registry.register(self._store)
 
@@ -119,6 +159,15 @@ class Metrics:
             log.warning("unknown breaker state backend=%s state=%s", backend, state)
             return
         self._breaker.labels(backend=backend).set(value)
+
+    def likeness(self, backend: str, score: float) -> None:
+        self._likeness.labels(backend=backend).observe(min(1.0, max(0.0, score)))
+
+    def likeness_retry(self, backend: str) -> None:
+        self._likeness_retries.labels(backend=backend).inc()
+
+    def unsafe_output(self, backend: str, policy: str) -> None:
+        self._unsafe.labels(backend=backend, policy=_known(policy, SAFETY_POLICIES)).inc()
 
     def observe_jobs(self, counts: JobCounts | None) -> None:
         """The latest job counts from the database; None when the database could not be read."""

@@ -8,7 +8,7 @@ from enum import StrEnum
 
 from engine.backend import GenerationResult, OutputImage
 from engine.clock import Clock
-from engine.errors import BackendError, FailureKind, PhotoMissingError
+from engine.errors import BackendError, FailureKind, PhotoMissingError, UnsafeOutputError
 from engine.metrics import JobMetrics
 from storage import jobs
 from storage.blobs import BlobStore
@@ -49,6 +49,7 @@ class Settlement:
     delay_s: float = 0.0
     result: GenerationResult | None = None
     crash: BaseException | None = None  # an unexpected error, logged with its traceback
+    spend_usd: float = 0.0  # provider money a failed attempt still cost (renders whose outputs were blocked)
 
 
 def settle(
@@ -76,6 +77,8 @@ def settle(
         if result is None:
             return Settlement(Record.FAIL, "internal", "the render ended without a result")
         return Settlement(Record.COMPLETE, result=result)
+    if isinstance(error, UnsafeOutputError):
+        return Settlement(Record.FAIL, str(error.kind), error.detail[:1024], spend_usd=error.spend_usd)
     if isinstance(error, BackendError):
         return Settlement(Record.FAIL, str(error.kind), error.detail[:1024])
     if isinstance(error, NoBackendError):
@@ -152,9 +155,15 @@ async def record(
             else:
                 log.warning("job failed: %s (%s)", reason, settlement.detail, extra={"job_id": job.id})
             await db.write(
-                jobs.fail, job_id=job.id, attempt=job.attempt, reason=reason, detail=settlement.detail, now=now
+                jobs.fail,
+                job_id=job.id,
+                attempt=job.attempt,
+                reason=reason,
+                detail=settlement.detail,
+                now=now,
+                spend_usd=settlement.spend_usd,
             )
-            _finished(metrics, clock, backend, "failed", job)
+            _finished(metrics, clock, backend, "failed", job, settlement.spend_usd)
             return True
 
 
@@ -169,6 +178,8 @@ async def _store(blobs: BlobStore, index: int, image: OutputImage) -> jobs.NewIm
         width=image.width,
         height=image.height,
         nsfw=image.nsfw,
+        likeness=image.likeness,
+        judge=image.judge,
     )
 
 

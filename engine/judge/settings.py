@@ -19,6 +19,8 @@ class JudgeSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    # Off: no photo is checked, no result scored or re-rendered (for deployments that cannot run the judge).
+    enabled: bool = True
     # dlib needs nothing but its packages; arcface reuses the local engine's antelopev2 files on a GPU worker.
     model: JudgeModel = "dlib"
     min_score: float = Field(

@@ -27,3 +27,5 @@ class SafetySettings(BaseModel):
     unsafe_labels: tuple[str, ...] = Field(("nsfw",), min_length=1, description="the model's labels that are unsafe")
     model_dir: Path | None = None
     device: str = "cpu"
+    # Discord channels marked age-restricted deliver flagged outputs as they are, whatever the policy.
+    nsfw_channels_allow: bool = True

@@ -49,23 +49,24 @@ class Stack:
 
     async def start(self, *, webhook: bool = False) -> None:
         self._stop = asyncio.Event()
-        ready = asyncio.Event()
 
         async def run() -> None:
             async with open_engine(self.settings) as runtime:
                 self.runtime = runtime
-                ready.set()
                 await serve(runtime, self._stop)  # type: ignore[arg-type]
 
         self._task = asyncio.create_task(run())
-        waiter = asyncio.ensure_future(ready.wait())
+        if webhook:
+            started = self.telegram.wait_for(lambda: self.telegram.webhook_url is not None, timeout=10)
+        else:
+            started = self.telegram.wait_for(lambda: self.telegram.waiting_polls > 0, timeout=10)
+        # The service may also fail to start: its error then comes out here.
+        waiter = asyncio.ensure_future(started)
         await asyncio.wait({waiter, self._task}, return_when=asyncio.FIRST_COMPLETED)
         if self._task.done():
+            waiter.cancel()
             self._task.result()
-        if webhook:
-            await self.telegram.wait_for(lambda: self.telegram.webhook_url is not None, timeout=10)
-        else:
-            await self.telegram.wait_for(lambda: self.telegram.waiting_polls > 0, timeout=10)
+        await waiter
 
     async def stop(self) -> None:
         assert self._stop is not None and self._task is not None

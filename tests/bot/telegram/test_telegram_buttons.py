@@ -61,6 +61,15 @@ async def test_a_refused_reroll_tells_the_presser_why(tmp_path: Path) -> None:
 
         refused = await s.telegram.wait_for_callback_answer(s.telegram.press_button(bob, result, vary))
         assert (refused.text, refused.show_alert) == (messages.NOT_YOUR_JOB, True)
+        # A query that can no longer be answered: the reason is said in the chat instead.
+        s.telegram.fail_next(
+            "answerCallbackQuery",
+            error_code=400,
+            description="Bad Request: query is too old and response timeout expired or query ID is invalid",
+        )
+        s.telegram.press_button(bob, result, reroll)
+        said = await s.reply_to(group, lambda m: m.text == messages.NOT_YOUR_JOB)
+        assert said.reply_to_message_id == result.message_id
 
         admin, admin_chat = s.person("Root", user_id=ADMIN_ID)
         s.telegram.send_text(admin, admin_chat, f"/admin grant {ann.id} -9")

@@ -49,9 +49,7 @@ async def test_messages_sent_on_behalf_of_a_chat_are_refused_with_a_reason(tmp_p
         assert "Credits: 10" in ((await s.reply_to(group)).text or "")
 
 
-async def test_channel_posts_are_left_alone_without_an_error(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_channel_posts_are_left_alone_without_an_error(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     async with telegram_stack(tmp_path) as s:
         channel = s.telegram.channel()
         s.telegram.post_in_channel(channel, photo=face_photo(), caption="a knight in shining armour")

@@ -1,8 +1,9 @@
-"""Skips GPU-marked local-engine tests where CUDA or torchvision is missing."""
+"""Skips GPU-marked local-engine tests where CUDA or torchvision is missing; a clean torch.compile state."""
 
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,3 +27,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords and here in item.path.parents:
             item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture
+def fresh_dynamo() -> Iterator[None]:
+    """No compiled graph from another test, and compile_blocks' process-wide settings undone afterwards."""
+    import torch
+    import torch.fx.experimental._config as fx_config
+
+    limit, duck = torch._dynamo.config.recompile_limit, fx_config.use_duck_shape
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+    torch._dynamo.config.recompile_limit, fx_config.use_duck_shape = limit, duck

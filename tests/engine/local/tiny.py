@@ -65,25 +65,25 @@ TINY_EVA_EMBED = 8
 TINY_EVA_TOKENS = 5
 
 
-def tiny_adapter_config() -> AdapterConfig:
+def tiny_adapter_config(config: dict[str, Any] = TRANSFORMER_CONFIG) -> AdapterConfig:
     return AdapterConfig(
         idformer=TINY_IDFORMER,
         cross_attention=CrossAttentionConfig(dim=32, kv_dim=16, dim_head=2, heads=16),
-        num_double_blocks=TRANSFORMER_CONFIG["num_layers"],
-        num_single_blocks=TRANSFORMER_CONFIG["num_single_layers"],
+        num_double_blocks=config["num_layers"],
+        num_single_blocks=config["num_single_layers"],
     )
 
 
-def tiny_transformer(seed: int = 0) -> Any:
+def tiny_transformer(seed: int = 0, config: dict[str, Any] = TRANSFORMER_CONFIG) -> Any:
     from diffusers import FluxTransformer2DModel
 
     torch.manual_seed(seed)
-    return FluxTransformer2DModel(**TRANSFORMER_CONFIG).eval()
+    return FluxTransformer2DModel(**config).eval()
 
 
-def tiny_adapter(seed: int = 1) -> PulidAdapter:
+def tiny_adapter(seed: int = 1, config: dict[str, Any] = TRANSFORMER_CONFIG) -> PulidAdapter:
     torch.manual_seed(seed)
-    adapter = PulidAdapter(tiny_adapter_config()).eval()
+    adapter = PulidAdapter(tiny_adapter_config(config)).eval()
     # Freshly built LayerNorms and zero-free random linears: make every weight non-trivial so a
     # wrong key or a skipped module changes the output.
     with torch.no_grad():
@@ -217,9 +217,9 @@ class CentreParser:
         return (((yy - h / 2) ** 2 + (xx - w / 2) ** 2) < (0.35 * h) ** 2).astype(np.int64)
 
 
-def write_flux_dir(path: Path) -> Path:
+def write_flux_dir(path: Path, config: dict[str, Any] = TRANSFORMER_CONFIG) -> Path:
     parts = tiny_text_parts()
-    tiny_transformer().save_pretrained(path / "transformer")
+    tiny_transformer(config=config).save_pretrained(path / "transformer")
     tiny_vae().save_pretrained(path / "vae")
     tiny_scheduler().save_pretrained(path / "scheduler")
     for name, part in parts.items():
@@ -228,22 +228,22 @@ def write_flux_dir(path: Path) -> Path:
     return path
 
 
-def write_pulid_file(path: Path, seed: int = 1) -> Path:
+def write_pulid_file(path: Path, seed: int = 1, config: dict[str, Any] = TRANSFORMER_CONFIG) -> Path:
     from safetensors.torch import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.contiguous() for k, v in tiny_adapter(seed).state_dict().items()}
+    state = {k: v.contiguous() for k, v in tiny_adapter(seed, config).state_dict().items()}
     save_file(state, str(path))
     return path
 
 
-def write_models_dir(root: Path) -> Path:
+def write_models_dir(root: Path, config: dict[str, Any] = TRANSFORMER_CONFIG) -> Path:
     """A models directory in the production layout, with tiny random weights."""
     from engine.local import weights
     from tests.engine.local.face_models import write_antelope_dir
 
-    write_flux_dir(root / weights.FLUX_DIR)
-    write_pulid_file(root / weights.PULID_FILE)
+    write_flux_dir(root / weights.FLUX_DIR, config)
+    write_pulid_file(root / weights.PULID_FILE, config=config)
     write_antelope_dir(root / weights.ANTELOPE_DIR)
     return root
 

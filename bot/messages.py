@@ -487,3 +487,92 @@ def operator_no_backend(unavailable: tuple[str, ...]) -> str:
 
 def operator_job_failed(job_id: str, state: str, error: str | None) -> str:
     return f"job {job_id} {state}: {error or 'unknown reason'}"
+
+
+# --- selling credits ---------------------------------------------------------------------------------
+def pack_title(credits: int) -> str:
+    return f"{credits} credits"
+
+
+def pack_description(credits: int, per_image: int) -> str:
+    images = credits // per_image if per_image else credits
+    return f"{credits} Likeness credits: about {images} images. Credits never expire."
+
+
+BUY_INTRO = "Pick a pack below; it is paid in Telegram Stars. /terms · /paysupport"
+DISCORD_STORE = "Buy a credit pack: the button opens Discord's store, and the credits arrive when Discord confirms it."
+NOTHING_FOR_SALE = "Credits aren't sold here. Ask the server's admins or the bot's admins for credits."
+PACK_GONE = "That pack is no longer on sale: send /buy for the current ones."
+BUY_BANNED = "This account can't buy credits."
+DEFAULT_TERMS = (
+    "Terms of sale: credits are a digital service for rendering images with this bot. One image costs the "
+    "credits shown by /quota; credits don't expire and can't be exchanged for money. A job that fails or is "
+    "cancelled costs nothing. Unspent credits of a purchase can be refunded on request: see /paysupport."
+)
+DEFAULT_SUPPORT = "For help with a payment, write to the bot's admins and include the payment's charge id."
+
+
+def paysupport(support: str) -> str:
+    return support or DEFAULT_SUPPORT
+
+
+def purchased(credits: int, balance: int) -> str:
+    return f"Thank you! {credits} credits added; you now have {balance}."
+
+
+def purchase_line(date: str, credits: int, price: str, refunded: bool) -> str:
+    return f"{date}  +{credits} credits ({price})" + ("  refunded" if refunded else "")
+
+
+def purchases_text(lines: list[str]) -> str:
+    return "Last purchases:\n" + "\n".join(lines)
+
+
+REFUND_USAGE = "Use: /admin refund <charge id> [force]"
+REFUND_UNKNOWN = "No purchase has that charge id."
+REFUND_ALREADY = "That purchase was refunded already."
+REFUND_ELSEWHERE = "Discord purchases are refunded by Discord; their credits go with it: use /admin grant to adjust."
+
+
+def refund_spent(credits: int, available: int) -> str:
+    return (
+        f"Not refunded: the purchase gave {credits} credits and only {available} are unspent. "
+        "Add 'force' to refund anyway, taking back what is left."
+    )
+
+
+def refunded(charge_id: str, removed: int) -> str:
+    return f"Refunded {charge_id}; {removed} credits taken back."
+
+
+def refund_refused(reason: str) -> str:
+    return f"The platform refused the refund ({reason}); the credits stay with the user."
+
+
+# --- budgets ---------------------------------------------------------------------------------------
+OVER_BUDGET = (
+    "Today's rendering budget is used up: new jobs are accepted again after midnight UTC. You were not charged."
+)
+FAILURES["over_budget"] = "Today's rendering budget ran out before your job could start."
+
+
+def budget_alert(budget: str, threshold: int, used_usd: float, limit_usd: float, day: str) -> str:
+    what = "the total budget" if budget == "total" else f"the budget of {budget}"
+    if threshold >= 100:
+        return (
+            f"Budget reached on {day}: {what} (${limit_usd:.2f}) is used up (${used_usd:.2f}). "
+            "No new jobs start on it until midnight UTC."
+        )
+    return f"Budget at {threshold}% on {day}: {what} has ${used_usd:.2f} of ${limit_usd:.2f} spent or held."
+
+
+# --- confirming costly jobs ------------------------------------------------------------------------
+def confirm_cost(cost: int, available: int, images: int) -> str:
+    shown = f"{images} images, " if images > 1 else ""
+    return f"This job ({shown}{cost} credits) needs your confirmation. You have {available} credits."
+
+
+CONFIRM = "Confirm"
+DECLINE = "Cancel"
+CONFIRM_GONE = "That request was confirmed, cancelled or has expired already."
+DECLINED = "Cancelled: nothing was charged."

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError, ValidationInf
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.errors import OperatorError
+from engine.budget import BudgetSettings
 from engine.catalogue import BACKEND_NAMES
 from engine.local.settings import LocalSettings
 from engine.providers.settings import FalSettings, ReplicateSettings, SegmindSettings, WaveSpeedSettings
@@ -87,6 +88,41 @@ class DiscordSettings(BaseModel):
         return value
 
 
+class Pack(BaseModel):
+    """A pack of credits for sale: in Telegram Stars, and on Discord as a consumable SKU."""
+
+    credits: int = Field(gt=0)
+    stars: int | None = Field(None, gt=0, le=100_000)  # its price in Telegram Stars; None: not sold there
+    discord_sku: str | None = None  # the consumable SKU that sells it on Discord
+
+    @field_validator("discord_sku")
+    @classmethod
+    def _sku_id(cls, value: str | None) -> str | None:
+        if value is not None and not value.isdigit():
+            raise ValueError(f"{value!r} is not a SKU id (a number)")
+        return value
+
+    @property
+    def payload(self) -> str:
+        """The invoice payload naming this pack: checked against the packs on sale at pre-checkout."""
+        return f"pack:{self.credits}:{self.stars}"
+
+
+class ShopSettings(BaseModel):
+    packs: list[Pack] = Field(default_factory=list, description='credit packs for sale (JSON list)')
+    terms: str = ""  # the operator's terms of sale for /terms; empty: a short default
+    support: str = ""  # how buyers reach the operator about a payment, for /paysupport
+
+    @field_validator("packs")
+    @classmethod
+    def _distinct(cls, value: list[Pack]) -> list[Pack]:
+        payloads = [pack.payload for pack in value if pack.stars is not None]
+        skus = [pack.discord_sku for pack in value if pack.discord_sku]
+        if len(set(payloads)) != len(payloads) or len(set(skus)) != len(skus):
+            raise ValueError("two packs have the same credits and price, or the same SKU")
+        return value
+
+
 class MetricsSettings(BaseModel):
     address: str = "127.0.0.1:9464"  # empty: no health or metrics server
 
@@ -136,6 +172,8 @@ class Settings(BaseSettings):
     retention: RetentionSettings = RetentionSettings()
     blobs: BlobSettings = BlobSettings()
     delivery: DeliverySettings = DeliverySettings()
+    shop: ShopSettings = ShopSettings()
+    budget: BudgetSettings = BudgetSettings()
     local: LocalSettings = LocalSettings()
     telegram: TelegramSettings = TelegramSettings()
     discord: DiscordSettings = DiscordSettings()

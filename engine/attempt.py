@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from engine.backend import Backend, GenerationResult, ProviderRef, Stage
+from engine.budget import OverBudgetError
 from engine.clock import Clock
 from engine.errors import BackendError, PhotoMissingError
 from engine.events import JobProgress, ProgressHub, ProgressKind
@@ -88,13 +89,23 @@ class Renderer:
         self.db, self.blobs, self.router, self.gates = db, blobs, router, gates
         self.hub, self.clock, self.stopping = hub, clock, stopping
 
-    async def render(self, attempt: Attempt) -> GenerationResult:
-        """Try the route's backends in order. Raises the last classified failure if all fail."""
+    async def render(
+        self, attempt: Attempt, *, request: GenerationRequest | None = None, prefer: str | None = None
+    ) -> GenerationResult:
+        """Try the route's backends in order. Raises the last classified failure if all fail.
+
+        ``request`` replaces the job's own (a re-render with another seed); ``prefer`` is tried first when the
+        route has it (a re-render stays on the backend that rendered the first time).
+        """
         job = attempt.job
-        request = GenerationRequest.from_params(job.params, await self._faces(job))
+        if request is None:
+            request = GenerationRequest.from_params(job.params, await self._faces(job))
         route = list(job.route) or self.router.route
         if job.pinned:
             route = route[:1]
+        if prefer in route:
+            route.remove(prefer)
+            route.insert(0, prefer)
         # A request an earlier attempt already submitted is resumed on its backend before anything else.
         resume_backend = (job.provider_ref or {}).get("backend")
         if resume_backend in route:
@@ -104,14 +115,20 @@ class Renderer:
         if not candidates:
             raise NoBackendError()
         last: BackendError | None = None
-        for backend in candidates:
-            try:
-                return await self._on_backend(attempt, backend, request)
-            except _GiveUp as given_up:
-                last = given_up.error
-                if given_up.step is Step.STOP:
-                    raise last from None
-                log.warning("backend %s failed (%s); failing over", backend.name, last.kind, extra={"job_id": job.id})
+        try:
+            for backend in candidates:
+                try:
+                    return await self._on_backend(attempt, backend, request)
+                except _GiveUp as given_up:
+                    last = given_up.error
+                    if given_up.step is Step.STOP:
+                        raise last from None
+                    log.warning(
+                        "backend %s failed (%s); failing over", backend.name, last.kind, extra={"job_id": job.id}
+                    )
+        finally:
+            if self.router.budget is not None:
+                self.router.budget.forget(job.id)
         assert last is not None
         raise last
 
@@ -129,6 +146,11 @@ class Renderer:
 
     async def _on_backend(self, attempt: Attempt, backend: Backend, request: GenerationRequest) -> GenerationResult:
         job = attempt.job
+        budget = self.router.budget
+        # A request the provider already has is paid for: it resumes whatever the budget says now.
+        resuming = (job.provider_ref or {}).get("backend") == backend.name
+        if budget is not None and not resuming and not await budget.hold(job.id, backend.name, request):
+            raise _GiveUp(Step.FAIL_OVER, OverBudgetError(f"{backend.name} is over its daily budget"))
         if job.backend != backend.name:
             # A switch is recorded (and the old backend's request forgotten) at once; a first backend is
             # recorded with its request id, or by the job's completion, saving a write per job.
@@ -173,6 +195,8 @@ class Renderer:
                 await self.clock.sleep(verdict.delay_s)
                 continue
             gate.succeeded()
+            if budget is not None:
+                budget.settled(job.id, backend.name, len(result.images), result.spend_usd)
             return result
 
 

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from engine.backend import Backend
+from engine.budget import BudgetGuard
 from engine.capabilities import Capabilities, Problem
 from engine.catalogue import BACKEND_NAMES, CAPABILITIES
 from engine.fleet import FleetView
@@ -22,6 +23,7 @@ class Refusal:
 
     problems: tuple[Problem, ...]
     unavailable: tuple[str, ...]  # "name: reason" for backends without keys or with open circuits
+    over_budget: bool = False  # the backends that could take it have spent their daily budgets
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,9 @@ class Router:
         self.route = [name for name in route if name in backends]
         self.breakers = breakers
         self.fleet = fleet
+        # Set by the wiring where daily budgets apply: new jobs are refused when their whole route is over
+        # budget, and a render starts on a backend only within its budget.
+        self.budget: BudgetGuard | None = None
 
     def available(self) -> list[str]:
         """Backends of this process that can run a job now (installed, configured, circuit closed)."""
@@ -59,6 +64,14 @@ class Router:
         return backend.capabilities if backend is not None else CAPABILITIES[name]
 
     async def plan(self, request: GenerationRequest) -> Plan | Refusal:
+        """The route for a new job, or why no backend can take it (its backends over their budgets too)."""
+        plan = await self._plan(request)
+        if isinstance(plan, Plan) and self.budget is not None:
+            affordable = await self.budget.open_for(plan.route or self.route, request)
+            return plan if affordable else Refusal((), (), over_budget=True)
+        return plan
+
+    async def _plan(self, request: GenerationRequest) -> Plan | Refusal:
         """The route for a new job, or why no backend can take it.
 
         Without a fleet: this process's route, refused when none of its backends can serve the request now.

@@ -9,6 +9,9 @@ class CreditSettings(BaseModel):
     per_image: int = Field(1, ge=0, description="credits one image costs")
     new_user: int = Field(10, ge=0, description="credits a new user starts with")
     daily_jobs: int = Field(20, ge=0, description="jobs per user per UTC day, unless overridden")
+    confirm_above: int | None = Field(
+        None, ge=0, description="jobs costing more credits wait for the user to confirm (more than one image: always)"
+    )
 
 
 class QueueSettings(BaseModel):

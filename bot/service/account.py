@@ -11,6 +11,7 @@ from bot import messages
 from bot.errors import UserError
 from bot.service.actors import Actor
 from bot.service.replies import Action, Button, Reply
+from bot.service.shop import Shop
 from bot.service.users import Users
 from storage import history, quota
 from storage.blobs import BlobStore
@@ -34,6 +35,7 @@ class Account:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.db, self.blobs, self.users, self.credits, self.clock = db, blobs, users, credits, clock
+        self.shop: Shop | None = None  # set where credits are sold: /quota lists the last purchases
 
     async def start(self, actor: Actor) -> Reply:
         user = await self.users.of(actor)
@@ -65,16 +67,16 @@ class Account:
         user = await self.users.of(actor)
         used = user.day_jobs if user.day == utc_day(self.clock()) else 0
         limit = await self.db.read(quota.daily_limit, user_id=user.id or 0, daily_jobs_default=self.credits.daily_jobs)
-        return Reply(
-            messages.quota_text(
-                available=user.credits - user.reserved,
-                reserved=user.reserved,
-                used_today=used,
-                daily_limit=limit,
-                per_image=self.credits.per_image,
-                unlimited=user.unlimited,
-            )
+        text = messages.quota_text(
+            available=user.credits - user.reserved,
+            reserved=user.reserved,
+            used_today=used,
+            daily_limit=limit,
+            per_image=self.credits.per_image,
+            unlimited=user.unlimited,
         )
+        bought = await self.shop.recent(user.id or 0) if self.shop is not None else []
+        return Reply(text + ("\n" + messages.purchases_text(bought) if bought else ""))
 
     @staticmethod
     def forget(actor: Actor) -> Reply:

@@ -20,7 +20,7 @@ from bot.settings import Settings
 from engine.capabilities import Range
 from engine.request import GenerationRequest
 from engine.routing import Plan, Refusal, Router
-from storage import delivery, history, identities, jobs, quota
+from storage import delivery, history, identities, jobs, pending, quota
 from storage.blobs import BlobStore
 from storage.db import Database
 from storage.errors import DuplicateJob, QuotaRefused
@@ -110,6 +110,48 @@ class Imagine:
             user, event_id, request, list(parent.face_keys), reply_target, kind=str(action), parent_id=parent.id
         )
 
+    async def confirm(self, actor: Actor, job_id: str, reply_target: ReplyTarget) -> Submitted:
+        """The user confirmed a costly job: queue it and reserve its cost, once however often they press."""
+        await self.users.check_open(actor)
+        user = await self.users.of(actor)
+        try:
+            queued = await self.db.write(
+                pending.confirm,
+                job_id=job_id,
+                user_id=user.id or 0,
+                reply_target=reply_target.to_json(),
+                now=self.clock(),
+                daily_jobs_default=self.settings.credits.daily_jobs,
+            )
+        except QuotaRefused as refused:
+            raise UserError(messages.refusal(refused)) from None
+        except DuplicateJob:
+            queued = False
+        job = await self.db.read(jobs.get, job_id=job_id)
+        if job is None or job.user_id != user.id:
+            raise UserError(messages.CONFIRM_GONE)
+        if not queued:
+            return await self._status(job, duplicate=True)
+        log.info("job confirmed and queued cost=%d", job.cost, extra={"job_id": job_id})
+        self.notify()
+        return await self._status(job)
+
+    async def decline(self, actor: Actor, job_id: str) -> Reply:
+        """The user turned a costly job down: nothing was reserved, and its photos may go."""
+        user = await self.users.of(actor)
+        freed = await self.db.write(pending.decline, job_id=job_id, user_id=user.id or 0)
+        for key in freed:
+            await self.blobs.delete(key)
+        existing = await self.db.read(jobs.get, job_id=job_id)
+        return Reply(messages.CONFIRM_GONE if existing is not None else messages.DECLINED)
+
+    def _needs_confirmation(self, user: User, request: GenerationRequest, cost: int) -> bool:
+        """More than one image, or more credits than the operator's threshold: the user confirms first."""
+        if user.unlimited or cost <= 0:
+            return False
+        above = self.settings.credits.confirm_above
+        return request.num_images > 1 or (above is not None and cost > above)
+
     async def cancel(self, actor: Actor, job_id: str | None = None) -> Reply:
         """Cancel the given job of this user, or their latest unfinished one."""
         user = await self.users.of(actor)
@@ -141,6 +183,8 @@ class Imagine:
         plan = await self.router.plan(request)
         if not isinstance(plan, Refusal):
             return plan
+        if plan.over_budget:
+            raise UserError(messages.OVER_BUDGET)
         if plan.problems:
             raise UserError(messages.no_backend(plan.problems))
         log.error("no backend available: %s", "; ".join(plan.unavailable))
@@ -174,23 +218,28 @@ class Imagine:
     ) -> Submitted:
         plan = await self._check_route(request)
         cost = self._cost(request)
+        new_job = jobs.NewJob(
+            id=job_id,
+            user_id=user.id or 0,
+            params=request.to_params(),
+            cost=cost,
+            face_keys=face_keys,
+            route=list(plan.route),
+            reply_target=reply_target.to_json(),
+            kind=kind,
+            parent_id=parent_id,
+            deadline_s=self.settings.queue.job_deadline_s,
+        )
+        if self._needs_confirmation(user, request, cost):
+            # Nothing is reserved yet: the job is queued and charged only when its user confirms.
+            await self.db.write(pending.put, job=new_job, now=self.clock())
+            text = messages.confirm_cost(cost, user.credits - user.reserved, request.num_images)
+            confirm = Button(messages.CONFIRM, Action.CONFIRM, job_id)
+            decline = Button(messages.DECLINE, Action.DECLINE, job_id)
+            return Submitted(job_id, Reply(text, (confirm, decline)), pending=True)
         try:
             await self.db.write(
-                jobs.submit,
-                job=jobs.NewJob(
-                    id=job_id,
-                    user_id=user.id or 0,
-                    params=request.to_params(),
-                    cost=cost,
-                    face_keys=face_keys,
-                    route=list(plan.route),
-                    reply_target=reply_target.to_json(),
-                    kind=kind,
-                    parent_id=parent_id,
-                    deadline_s=self.settings.queue.job_deadline_s,
-                ),
-                now=self.clock(),
-                daily_jobs_default=self.settings.credits.daily_jobs,
+                jobs.submit, job=new_job, now=self.clock(), daily_jobs_default=self.settings.credits.daily_jobs
             )
         except QuotaRefused as refused:
             raise UserError(messages.refusal(refused)) from None

@@ -15,6 +15,8 @@ class Action(StrEnum):
     CANCEL = "cx"
     HISTORY = "hi"  # argument: page number
     FORGET = "fg"  # argument: "yes" or "no"
+    CONFIRM = "ok"  # argument: the id of a costly job awaiting confirmation
+    DECLINE = "no"  # argument: the same
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class Submitted:
     job_id: str
     reply: Reply
     duplicate: bool = False
+    pending: bool = False  # not queued yet: the reply asks the user to confirm its cost
 
 
 class ReplyTarget(Protocol):

@@ -10,6 +10,7 @@ from bot.service.admin import AdminService
 from bot.service.faces import Faces
 from bot.service.imagine import Imagine
 from bot.service.results import Results
+from bot.service.shop import Shop
 from bot.service.users import Users
 from bot.settings import Settings
 from engine.routing import Router
@@ -19,7 +20,7 @@ from storage.db import Database
 
 class LikenessService:
     """``imagine`` (render, reroll, vary, cancel), ``faces``, ``account`` (help, history, quota, forget),
-    ``admin`` and ``results`` (what finished jobs deliver)."""
+    ``admin``, ``results`` (what finished jobs deliver) and ``shop`` (selling credits)."""
 
     def __init__(
         self,
@@ -47,3 +48,8 @@ class LikenessService:
             clock=clock,
         )
         self.results = Results(db=db, blobs=blobs, clock=clock)
+        self.shop = Shop(
+            db, settings=settings.shop, users=self.users, admin=self.admin, per_image=settings.credits.per_image,
+            clock=clock,
+        )  # fmt: skip
+        self.account.shop = self.shop

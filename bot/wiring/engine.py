@@ -16,6 +16,7 @@ import aiohttp
 from bot.settings import Settings
 from bot.wiring.store import check_blobs, open_blobs, open_database
 from engine.backend import Backend
+from engine.budget import BudgetGauges, BudgetGuard, Estimator, default_prices
 from engine.catalogue import BACKEND_NAMES, LOCAL
 from engine.dispatch import Dispatcher
 from engine.events import ProgressHub, ProgressRelay
@@ -101,6 +102,14 @@ def default_route(settings: Settings, backends: dict[str, Backend]) -> list[str]
     return [name for name in BACKEND_NAMES if name in backends and backends[name].unavailable_reason() is None]
 
 
+def open_budget(settings: Settings, db: Database, metrics: Metrics) -> BudgetGuard:
+    """The daily budgets (LIKENESS_BUDGET__DAILY_USD) over each backend's documented price."""
+    prices = default_prices(
+        replicate_usd_per_s=settings.replicate.usd_per_second, segmind_usd_per_image=settings.segmind.usd_per_image
+    )
+    return BudgetGuard(db, settings.budget.daily_usd, Estimator(prices), metrics=BudgetGauges(metrics.registry))
+
+
 def worker_id() -> str:
     """Names this process in the ledger's leases: host, pid and a few random characters."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -118,13 +127,14 @@ async def open_engine(settings: Settings) -> AsyncIterator[EngineParts]:
                 reason = backends[name].unavailable_reason() if name in backends else "not installed"
                 if reason:
                     log.warning("backend %s in the route is unavailable: %s", name, reason)
+            metrics = Metrics()
             fleet = FleetView(db, ttl_s=worker_ttl_s(settings))
             breakers = Dispatcher.breakers_for(list(backends), settings.dispatch)
             router = Router(backends, route, breakers, fleet=fleet)
+            router.budget = open_budget(settings, db, metrics)
             hub = ProgressHub()
             blobs = open_blobs(settings)
             await check_blobs(blobs)
-            metrics = Metrics()
             dispatcher = Dispatcher(
                 db,
                 blobs,

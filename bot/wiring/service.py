@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 
+from bot.alerts import BudgetAlerts
 from bot.delivery import Delivery
 from bot.progress import ProgressEdits
 from bot.retention import retention_loop
@@ -65,6 +66,10 @@ async def serve(parts: EngineParts, stop: asyncio.Event) -> None:
                 name="retention",
             ),
             asyncio.create_task(reconcile_loop(parts.db, background_stop), name="reconcile"),
+            asyncio.create_task(
+                BudgetAlerts(parts.db, frontends, settings.admins, parts.router.budget).run(background_stop),
+                name="budget-alerts",
+            ),
         ]
         closing.push_async_callback(_stop_background, background, background_stop, progress, ready)
         ready.set()

@@ -67,7 +67,9 @@ async def test_the_same_event_twice_is_one_job_and_one_charge(world: World) -> N
 
 async def test_structured_options_join_those_in_the_prompt(world: World) -> None:
     given = asked("e1", "a duke --steps 12", params={"seed": 99, "guidance": None, "num_images": 2})
-    await world.service.imagine.submit(ANN, given)
+    asked_first = await world.service.imagine.submit(ANN, given)
+    assert asked_first.pending  # two images: the user confirms the cost first
+    await world.service.imagine.confirm(ANN, "e1", ChatTarget("c1"))
     job = await world.job("e1")
     assert (job.params["steps"], job.params["seed"], job.params["num_images"]) == (12, 99, 2)
     assert "guidance" not in job.params and job.cost == 2

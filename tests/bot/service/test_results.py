@@ -21,6 +21,7 @@ def render(event: str, prompt: str = "a knight", chat: str = "c1") -> ImagineInp
 async def test_a_rendered_job_delivers_its_images_caption_and_buttons_once(world: World) -> None:
     results = world.service.results
     await world.service.imagine.submit(ANN, render("e1", "a knight --n 2"))
+    await world.service.imagine.confirm(ANN, "e1", ChatTarget("c1"))  # two images: confirmed first
     assert await results.pending(["telegram"]) == []  # not finished yet
     await world.run_jobs()
 

@@ -7,6 +7,7 @@ which label must win.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -41,9 +42,10 @@ def tiny_vit(
     torch.manual_seed(0)
     model = ViTForImageClassification(config)
     if head_bias is not None:
+        head: Any = model.classifier  # a Linear layer; transformers' stubs type it loosely
         with torch.no_grad():
-            model.classifier.weight.zero_()
-            model.classifier.bias.copy_(torch.tensor(head_bias))
+            head.weight.zero_()
+            head.bias.copy_(torch.tensor(head_bias))
     model.save_pretrained(path)
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(path)
     return path

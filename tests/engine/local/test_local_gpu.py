@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from engine.local import weights
+from engine.local.acceleration import compile_blocks
 
 pytestmark = pytest.mark.gpu
 
@@ -65,6 +66,32 @@ def test_compiled_hooked_transformer_matches_eager() -> None:
     id_tokens = torch.randn(1, 4, 16, generator=g).cuda()
     with torch.no_grad(), injection.using(id_tokens, torch.ones((), device="cuda")):
         eager = transformer(**x, return_dict=False)[0]
-        transformer.compile_repeated_blocks(fullgraph=True)
+    # The engine's own compile, with inductor: dynamic shapes, ID hooks inside.
+    compile_blocks(transformer, injection)
+    with torch.no_grad(), injection.using(id_tokens, torch.ones((), device="cuda")):
         compiled = transformer(**x, return_dict=False)[0]
     torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(not (MODELS / weights.FACE_PARSER_DIR).is_dir(), reason="needs the downloaded face models")
+def test_retinaface_fallback_detector_loads_and_reports_landmarks() -> None:
+    from engine.local.faces import RetinaFaceDetector
+
+    detector = RetinaFaceDetector(MODELS / weights.FACE_PARSER_DIR, device="cuda")
+    assert detector.detect(np.zeros((256, 256, 3), dtype=np.uint8)) == []
+
+
+def test_float8_on_this_gpu_stays_within_bf16_rounding() -> None:
+    """The scheme this GPU gets (float8 matmuls on 8.9+), on the CPU test's block, run on the GPU."""
+    import copy
+
+    from engine.local.acceleration import fp8_scheme, quantize_fp8
+    from tests.engine.local.test_local_acceleration import Blocks, flux_block, image_out, relative
+
+    block, inputs = flux_block()
+    bf16 = copy.deepcopy(block).to("cuda", torch.bfloat16)
+    inputs = {k: tuple(t.cuda() for t in v) if isinstance(v, tuple) else v.cuda() for k, v in inputs.items()}
+    reference = image_out(bf16, inputs, torch.bfloat16)
+    quantised = copy.deepcopy(bf16)
+    quantize_fp8(Blocks(quantised), fp8_scheme(torch.device("cuda")))
+    assert relative(image_out(quantised, inputs, torch.bfloat16), reference, reference) < 0.005

@@ -40,6 +40,8 @@ class User(SQLModel, table=True):
     last_vfinish: float = 0.0  # fair-queuing finish tag of the user's latest job
     created_at: float = 0.0
     privacy_accepted_at: float | None = None  # when the user agreed to the privacy notice; None: not yet
+    language: str | None = Field(default=None, max_length=16)  # chosen with /language; None: not chosen
+    locale: str | None = Field(default=None, max_length=16)  # the language the user's platform last reported
 
 
 class Identity(SQLModel, table=True):

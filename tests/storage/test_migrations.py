@@ -114,7 +114,7 @@ async def test_upgrade_from_0001_keeps_scopes_users_and_jobs(store_target: Store
 
         await db.upgrade()
 
-        assert await db.read(_revision) == "0006"
+        assert await db.read(_revision) == "0007"
         assert "extra" not in await db.read(_scope_columns)
         assert await db.read(scopes.get_scope, scope="global") == scopes.Scope(
             name="global", paused=True, pause_reason="maintenance", daily_jobs=3, channels=(), updated_at=999.0

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from engine.safety.classifier import DEFAULT_MODEL as SAFETY_MODEL
+
 logger = logging.getLogger(__name__)
 
 FLUX_DIR = "flux1-dev"
@@ -65,6 +67,7 @@ class Artifact:
     sizes: dict[str, int] | None = None  # pinned sizes by file name
     # Downloaded file -> the file made from it at download time; the downloaded one is then removed.
     converted: dict[str, str] | None = None
+    optional: bool = False  # fetched by ``download``, but the engine loads without it (``check`` skips it)
 
 
 def convert_eva_checkpoint(source: Path, destination: Path) -> None:
@@ -94,6 +97,16 @@ def convert_eva_checkpoint(source: Path, destination: Path) -> None:
 CONVERTERS: dict[str, Converter] = {EVA_SOURCE: convert_eva_checkpoint}
 
 MANIFEST: tuple[Artifact, ...] = (
+    # Not the engine's own: the output safety check's classifier, fetched with the engine's weights.
+    Artifact(
+        name=SAFETY_MODEL.name,
+        target=SAFETY_MODEL.target,
+        repo_id=SAFETY_MODEL.repo_id,
+        patterns=SAFETY_MODEL.files,
+        required=SAFETY_MODEL.files,
+        licence=SAFETY_MODEL.licence,
+        optional=True,
+    ),
     Artifact(
         name="facexlib face models (BiSeNet parser, RetinaFace detector)",
         target=FACE_PARSER_DIR,
@@ -372,7 +385,7 @@ def check(models_dir: Path, *, deep: bool = False) -> list[Problem]:
     for artifact in MANIFEST:
         base = models_dir / artifact.target
         for name in artifact.required:
-            if not (base / name).is_file():
+            if not (base / name).is_file() and not artifact.optional:
                 problems.append(Problem(artifact.name, base / name, "missing"))
         for name, size in (artifact.sizes or {}).items():
             path = base / name

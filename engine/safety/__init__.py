@@ -8,10 +8,11 @@ from engine.safety.classifier import (
     SafetyVerdict,
     ViTSafetyClassifier,
 )
-from engine.safety.settings import SafetyPolicy, SafetySettings
+from engine.safety.settings import POLICY_PARAM, SafetyPolicy, SafetySettings
 
 __all__ = [
     "DEFAULT_MODEL",
+    "POLICY_PARAM",
     "SafetyClassifier",
     "SafetyModelError",
     "SafetyModelSource",

@@ -7,6 +7,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# The job parameter naming the policy of the chat or server a job came from (the setting where it has none).
+POLICY_PARAM = "safety_policy"
+
 
 class SafetyPolicy(StrEnum):
     BLOCK = "block"  # not delivered, the job refunded, and the user told why

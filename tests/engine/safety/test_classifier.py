@@ -124,3 +124,13 @@ def test_settings_defaults_and_bounds() -> None:
         SafetySettings(threshold=2.0)
     with pytest.raises(ValueError):
         SafetySettings(policy="maybe")
+
+
+def test_models_download_fetches_the_classifier_and_check_does_not_need_it(tmp_path: Path) -> None:
+    from engine.local import weights
+
+    [artifact] = [a for a in weights.MANIFEST if a.repo_id == DEFAULT_MODEL.repo_id]
+    assert artifact.target == "safety/nsfw_image_detection" and artifact.optional
+    assert set(artifact.patterns) == {"config.json", "model.safetensors", "preprocessor_config.json"}
+    assert artifact.licence == "Apache-2.0"
+    assert not any("safety" in str(problem.path) for problem in weights.check(tmp_path))

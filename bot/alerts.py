@@ -37,10 +37,11 @@ class BudgetAlerts:
         admins: list[str],
         guard: BudgetGuard | None,
         *,
-        poll_s: float = POLL_S,
+        poll_s: float | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.db, self.admins, self.guard, self.poll_s, self.clock = db, list(admins), guard, poll_s, clock
+        self.db, self.admins, self.guard, self.clock = db, list(admins), guard, clock
+        self.poll_s = POLL_S if poll_s is None else poll_s
         self.frontends = {name: frontend for name, frontend in frontends.items() if isinstance(frontend, Notifier)}
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -19,7 +19,8 @@ ADMIN_USAGE = (
     "/admin limit <user|default> <jobs per day>\n"
     "/admin ban <user> [reason] · /admin unban <user>\n"
     "/admin stats\n"
-    "/admin pause [reason] · /admin resume"
+    "/admin pause [reason] · /admin resume\n"
+    "/admin refund <charge id> [force]"
 )
 BAD_USER_REF = "Name a user as <platform>:<id> (telegram or discord), or a bare id on this platform."
 BAD_NUMBER = "{what} must be a whole number, got {value!r}."
@@ -216,7 +217,8 @@ HELP = (
     "• Options: --ar 3:4, --seed 42, --steps 20, --id-weight 0.9, --guidance 4, --n 2, --no <things to avoid>\n"
     "• /face save <name> (with or replying to up to 4 photos), /face list, /face use <name>, "
     "/face delete <name>, /face delete-all\n"
-    "• /history, /quota, /cancel, /forget"
+    "• /history, /quota, /cancel, /forget\n"
+    "• /buy credits · /terms · /paysupport"
 )
 NOT_THIS_CHANNEL = "I don't take requests in this channel."
 
@@ -417,6 +419,7 @@ DISCORD_DESCRIPTIONS = {
     "face.delete-all": "Delete all your saved faces",
     "history": "Your recent jobs",
     "quota": "Your credits and today's limit",
+    "buy": "Buy credits",
     "cancel": "Cancel your job in progress",
     "forget": "Delete your faces, photos and history",
     "help": "How to use the bot",

@@ -29,6 +29,10 @@ class LikenessClient(discord.Client):
     async def setup_hook(self) -> None:
         self.add_dynamic_items(*self._dynamic_items)
 
+    async def on_entitlement_create(self, entitlement: discord.Entitlement) -> None:
+        """Discord created an entitlement: a purchase in its store, credited at once."""
+        await self.frontend.entitled(entitlement)
+
 
 def frontend_of(interaction: discord.Interaction[Any]) -> DiscordFrontEnd:
     client = interaction.client

@@ -195,8 +195,12 @@ async def history(interaction: Interaction) -> None:
 
 @app_commands.command(name="quota", description=DESCRIBE["quota"])
 async def quota(interaction: Interaction) -> None:
-    frontend = frontend_of(interaction)
-    await frontend.answer(interaction, frontend.service.account.quota)
+    await frontend_of(interaction).quota(interaction)
+
+
+@app_commands.command(name="buy", description=DESCRIBE["buy"])
+async def buy(interaction: Interaction) -> None:
+    await frontend_of(interaction).buy(interaction)
 
 
 @app_commands.command(name="forget", description=DESCRIBE["forget"])
@@ -317,6 +321,7 @@ COMMANDS: tuple[app_commands.Command[Any, ..., None] | app_commands.Group, ...] 
     face,
     history,
     quota,
+    buy,
     cancel,
     forget,
     help_,

@@ -214,6 +214,70 @@ class DiscordFrontEnd:
         typed = current.strip().lower()
         return [app_commands.Choice(name=name, value=name) for name in names if name.startswith(typed)][:25]
 
+    # --- selling credits (SKUs, entitlements) ------------------------------------------------------
+
+    async def buy(self, interaction: AnyInteraction) -> None:
+        """The store's buttons for the packs on sale (Discord's premium buttons), or how else to get credits."""
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        credited = await self.claim_entitlements(interaction)
+        store = self.service.shop.store()
+        text = "\n".join([*credited, store.text])
+        if not store.skus:
+            await interaction.edit_original_response(content=text)
+            return
+        view: discord.ui.View = discord.ui.View(timeout=None)
+        for sku in store.skus:
+            view.add_item(discord.ui.Button(sku_id=int(sku)))
+        await interaction.edit_original_response(content=text, view=view)
+
+    async def quota(self, interaction: AnyInteraction) -> None:
+        """/quota, after crediting any purchase the interaction shows not credited yet."""
+
+        async def show(actor: Actor) -> Reply:
+            await self.claim_entitlements(interaction)
+            return await self.service.account.quota(actor)
+
+        await self.answer(interaction, show)
+
+    async def claim_entitlements(self, interaction: AnyInteraction) -> list[str]:
+        """Credit the user's unconsumed purchases the interaction carries (an event may have been missed)."""
+        thanks = []
+        for entitlement in interaction.entitlements:
+            if entitlement.consumed or entitlement.user_id != interaction.user.id:
+                continue
+            text = await self.entitled(entitlement, tell=False)
+            if text:
+                thanks.append(text)
+        return thanks
+
+    async def entitled(self, entitlement: discord.Entitlement, *, tell: bool = True) -> str | None:
+        """Credit a purchase once, then consume it; returns the thanks for a new credit."""
+        if entitlement.user_id is None:
+            return None  # a server's entitlement: packs are bought by users
+        actor = Actor(PLATFORM, str(entitlement.user_id))
+        credited = await self.service.shop.entitled(
+            actor, entitlement_id=str(entitlement.id), sku_id=str(entitlement.sku_id)
+        )
+        if credited is None:
+            return None  # not a pack of ours
+        if not entitlement.consumed:
+            try:
+                await entitlement.consume()
+            except discord.HTTPException as exc:  # credited already: the next check consumes it
+                log.warning("could not consume entitlement %s: %s", entitlement.id, exc)
+        if not credited.new:
+            return None
+        text = messages.purchased(credited.purchase.credits, credited.balance)
+        if tell:
+            with contextlib.suppress(discord.HTTPException):
+                await self.notify(str(entitlement.user_id), text)
+        return text
+
+    async def notify(self, user_id: str, text: str) -> None:
+        """Write to a user by DM."""
+        dm = await self.client.create_dm(discord.Object(int(user_id)))
+        await dm.send(text)
+
     async def change_channels(self, actor: Actor, change: ChannelChange, channel_id: str) -> str:
         """Change the channels a guild's members may use the bot in, and say which they are now."""
         channels = await self.service.admin.channels(actor, change, channel_id)
@@ -235,6 +299,16 @@ class DiscordFrontEnd:
             return
         # The rest change the message that holds the button.
         await interaction.response.defer()
+        if action is Action.CONFIRM:
+            # The message asking becomes the job's status message.
+            held = interaction.message.id if interaction.message is not None else None
+            submitted = await self.service.imagine.confirm(actor, argument, self.reply_target(interaction, held))
+            await self._edit_original(interaction, submitted.reply)
+            return
+        if action is Action.DECLINE:
+            reply = await self.service.imagine.decline(actor, argument)
+            await interaction.edit_original_response(content=reply.text, view=None)
+            return
         if action is Action.CANCEL:
             reply = await self.service.imagine.cancel(actor, argument)
             await interaction.edit_original_response(content=reply.text, view=None)

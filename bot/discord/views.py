@@ -17,6 +17,8 @@ STYLES = {
     Action.CANCEL: discord.ButtonStyle.danger,
     Action.HISTORY: discord.ButtonStyle.secondary,
     Action.FORGET: discord.ButtonStyle.danger,
+    Action.CONFIRM: discord.ButtonStyle.success,
+    Action.DECLINE: discord.ButtonStyle.secondary,
 }
 
 

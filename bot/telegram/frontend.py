@@ -16,6 +16,7 @@ from telegram import (
     InlineKeyboardButton,
     InlineKeyboardMarkup,
     InputMediaPhoto,
+    LabeledPrice,
     Message,
     ReplyParameters,
     Update,
@@ -31,6 +32,7 @@ from telegram.ext import (
     CommandHandler,
     ContextTypes,
     MessageHandler,
+    PreCheckoutQueryHandler,
     filters,
 )
 from telegram.warnings import PTBDeprecationWarning
@@ -42,6 +44,7 @@ from bot.intake import MAX_BYTES
 from bot.service.actors import Actor
 from bot.service.imagine import ImagineInput
 from bot.service.replies import Action, Button, Reply, ReplyImage
+from bot.service.shop import STARS, RefundRefused
 from bot.service.use_cases import LikenessService
 from bot.settings import TelegramSettings, parse_address
 from bot.telegram.albums import AlbumCollector
@@ -139,6 +142,9 @@ class TelegramFrontEnd:
             "cancel": self._cancel,
             "forget": self._forget,
             "admin": self._admin,
+            "buy": self._buy,
+            "terms": self._terms,
+            "paysupport": self._paysupport,
         }
         # Group -1 sees every update first and ends its handling there.
         add(CommandHandler(list(simple), self._refuse_chat_sender, filters=ON_BEHALF_OF_CHAT), group=-1)
@@ -148,6 +154,8 @@ class TelegramFrontEnd:
             add(CommandHandler(name, callback, filters=NEW_MESSAGES))
         add(MessageHandler(NEW_MESSAGES & (filters.PHOTO | filters.Document.ALL), self._photo))
         add(CallbackQueryHandler(self._button))
+        add(PreCheckoutQueryHandler(self._pre_checkout))
+        add(MessageHandler(filters.SUCCESSFUL_PAYMENT, self._paid))
         self.app.add_error_handler(self._error)
 
     async def start(self) -> None:
@@ -345,7 +353,8 @@ class TelegramFrontEnd:
         if submitted.duplicate:
             return
         status = await self._send(message.chat_id, submitted.reply, message.message_id)
-        await self.service.imagine.attach_status(submitted.job_id, target.with_status(status.message_id))
+        if not submitted.pending:  # a costly job is queued only once its user confirms
+            await self.service.imagine.attach_status(submitted.job_id, target.with_status(status.message_id))
 
     async def _download(self, message: Message) -> bytes:
         if message.photo:
@@ -426,10 +435,82 @@ class TelegramFrontEnd:
                 text = await admin.pause(actor, " ".join(reason))
             case "resume", []:
                 text = await admin.pause(actor, paused=False)
+            case "refund", [charge_id]:
+                text = await self.service.shop.refund(actor, charge_id, self._refund_stars)
+            case "refund", [charge_id, "force"]:
+                text = await self.service.shop.refund(actor, charge_id, self._refund_stars, force=True)
             case _:
                 admin.require(actor)
                 text = messages.ADMIN_USAGE
         await self._answer(message, Reply(text))
+
+    # --- selling credits (Telegram Stars) ---------------------------------------------------------
+
+    async def _buy(self, update: Update, context: Context) -> None:
+        message = _message(update)
+        invoices = self.service.shop.invoices()
+        if not invoices:
+            await self._answer(message, self.service.shop.no_shop())
+            return
+        await self._answer(message, Reply(messages.BUY_INTRO))
+        for invoice in invoices:
+            # Stars: currency XTR and no payment provider token.
+            await self.app.bot.send_invoice(
+                message.chat_id,
+                invoice.title,
+                invoice.description,
+                invoice.payload,
+                STARS,
+                [LabeledPrice(invoice.title, invoice.stars)],
+            )
+
+    async def _terms(self, update: Update, context: Context) -> None:
+        await self._answer(_message(update), self.service.shop.terms())
+
+    async def _paysupport(self, update: Update, context: Context) -> None:
+        await self._answer(_message(update), self.service.shop.support())
+
+    async def _pre_checkout(self, update: Update, context: Context) -> None:
+        """Telegram cancels the payment unless this is answered within ten seconds: a couple of reads."""
+        query = update.pre_checkout_query
+        assert query is not None
+        actor = _actor(query.from_user, None)
+        try:
+            refusal = await self.service.shop.pre_checkout(
+                actor, query.invoice_payload, query.currency, query.total_amount
+            )
+        except Exception:
+            log.exception("pre-checkout %s failed; declined", query.id)
+            refusal = messages.INTERNAL_ERROR
+        if refusal is None:
+            await query.answer(ok=True)
+        else:
+            await query.answer(ok=False, error_message=refusal)
+
+    async def _paid(self, update: Update, context: Context) -> None:
+        message = _message(update)
+        payment = message.successful_payment
+        assert payment is not None and message.from_user is not None
+        reply = await self.service.shop.paid(
+            _actor(message.from_user, message.chat),
+            charge_id=payment.telegram_payment_charge_id,
+            provider_charge_id=payment.provider_payment_charge_id,
+            payload=payment.invoice_payload,
+            currency=payment.currency,
+            amount=payment.total_amount,
+        )
+        if reply is not None:  # None: this payment was credited before
+            await self._answer(message, reply)
+
+    async def _refund_stars(self, user_id: str, charge_id: str) -> None:
+        try:
+            await self.app.bot.refund_star_payment(int(user_id), charge_id)
+        except BadRequest as exc:
+            raise RefundRefused(exc.message, already="CHARGE_ALREADY_REFUNDED" in exc.message.upper()) from None
+
+    async def notify(self, user_id: str, text: str) -> None:
+        """Write to a user in their private chat with the bot (its id is theirs)."""
+        await self.app.bot.send_message(int(user_id), text)
 
     # --- buttons ----------------------------------------------------------------------------------
 
@@ -468,6 +549,17 @@ class TelegramFrontEnd:
             await query.answer()
         elif action is Action.FORGET:
             reply = await self.service.account.forget_confirmed(actor, argument == "yes")
+            await _edit(message, reply.text, None)
+            await query.answer()
+        elif action is Action.CONFIRM:
+            # The message asking becomes the job's status message, answering the user's request.
+            asked = message.reply_to_message
+            target = TelegramTarget(message.chat_id, asked.message_id if asked else None, message.message_id)
+            submitted = await self.service.imagine.confirm(actor, argument, target)
+            await query.answer()
+            await _edit(message, submitted.reply.text, _keyboard(submitted.reply.buttons))
+        elif action is Action.DECLINE:
+            reply = await self.service.imagine.decline(actor, argument)
             await _edit(message, reply.text, None)
             await query.answer()
 

@@ -350,16 +350,16 @@ async def test_an_unexpected_error_is_logged_and_the_user_gets_a_short_private_a
 
 async def test_sync_registers_the_commands_globally_or_for_one_guild(stack: Stack) -> None:
     fake = stack.discord
-    assert await sync_commands(stack.settings.discord, None) == 8
+    assert await sync_commands(stack.settings.discord, None) == 9
     names = {c["name"]: c for c in fake.global_commands}
-    assert set(names) == {"imagine", "face", "history", "quota", "cancel", "forget", "help", "admin"}
+    assert set(names) == {"imagine", "face", "history", "quota", "buy", "cancel", "forget", "help", "admin"}
     assert int(names["admin"]["default_member_permissions"]) == 32  # Manage Server
     assert names["admin"]["contexts"] == [0]  # guilds only
     steps = next(o for o in names["imagine"]["options"] if o["name"] == "steps")
     assert (steps["min_value"], steps["max_value"]) == (1, 100)  # the union of every backend's range
 
-    assert await sync_commands(stack.settings.discord, fake.guild.id) == 8
-    assert len(fake.guild_commands[fake.guild.id]) == 8
+    assert await sync_commands(stack.settings.discord, fake.guild.id) == 9
+    assert len(fake.guild_commands[fake.guild.id]) == 9
     assert fake.connections == []  # REST only
 
     with pytest.raises(DiscordStartError, match="LIKENESS_DISCORD__TOKEN"):

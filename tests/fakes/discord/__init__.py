@@ -27,6 +27,7 @@ from tests.fakes.discord.models import (
     SentMessage,
     Upload,
 )
+from tests.fakes.discord.monetization import CONSUMABLE, DURABLE, Monetization
 from tests.fakes.discord.protocol import FilePart, RequestRecord
 from tests.fakes.discord.server import FakeDiscord, discord_py_endpoints
 
@@ -36,8 +37,10 @@ __all__ = [
     "AUTOCOMPLETE",
     "AUTOCOMPLETE_RESULT",
     "CHANNEL_MESSAGE",
+    "CONSUMABLE",
     "DEFERRED_CHANNEL_MESSAGE",
     "DEFERRED_UPDATE_MESSAGE",
+    "DURABLE",
     "EPHEMERAL",
     "LOADING",
     "MANAGE_GUILD",
@@ -56,6 +59,7 @@ __all__ = [
     "FilePart",
     "GatewayConnection",
     "InteractionRecord",
+    "Monetization",
     "RequestRecord",
     "SentMessage",
     "Upload",

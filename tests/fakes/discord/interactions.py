@@ -151,7 +151,7 @@ def interaction_create(
         "channel_id": str(channel.id),
         "app_permissions": str(state.app_permissions(channel)),
         "locale": locale,
-        "entitlements": [],
+        "entitlements": state.monetization.active_for(user.id),
         "attachment_size_limit": UPLOAD_LIMITS[0],
     }
     if channel.guild_id is not None:

@@ -18,6 +18,7 @@ from tests.fakes.discord.protocol import ApiError, FilePart, form_error
 
 AttachFile = Callable[[str, FilePart, str | None], FakeAttachment]
 
+PREMIUM = 6  # button style
 _FILE_FIELD = re.compile(r"^files\[(\d+)\]$")
 
 
@@ -102,6 +103,12 @@ def validate_components(components: Sequence[Json], flags: int) -> None:
                 )
     seen: set[str] = set()
     for component in walk_components(components):
+        if component.get("type") == 2 and component.get("style") == PREMIUM:
+            # A premium button opens the store for its SKU: it carries nothing else.
+            if not component.get("sku_id"):
+                raise form_error("components", "BASE_TYPE_REQUIRED", "sku_id is required for premium buttons")
+            if any(component.get(key) for key in ("custom_id", "label", "url", "emoji")):
+                raise form_error("components", "BUTTON_COMPONENT_INVALID", "Premium buttons take only a sku_id")
         custom_id = component.get("custom_id")
         if custom_id is None:
             continue

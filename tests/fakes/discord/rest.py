@@ -110,6 +110,10 @@ class RestApi:
             ("GET", "/guilds/{guild_id}", self._h_guild),
             ("GET", "/guilds/{guild_id}/channels", self._h_guild_channels),
             ("GET", "/guilds/{guild_id}/members/{user_id}", self._h_guild_member),
+            ("GET", app + "/skus", self._h_skus),
+            ("GET", app + "/entitlements", self._h_entitlements),
+            ("GET", app + "/entitlements/{entitlement_id}", self._h_entitlement),
+            ("POST", app + "/entitlements/{entitlement_id}/consume", self._h_consume),
         ]
 
     @web.middleware
@@ -438,6 +442,25 @@ class RestApi:
 
     async def _h_guild_channels(self, request: web.Request) -> web.StreamResponse:
         return ok([c.payload() for c in self._guild(request).channels])
+
+    # ------------------------------------------------------------------ handlers: monetization
+
+    async def _h_skus(self, request: web.Request) -> web.StreamResponse:
+        self._app_check(request)
+        return ok(list(self.state.monetization.skus.values()))
+
+    async def _h_entitlements(self, request: web.Request) -> web.StreamResponse:
+        self._app_check(request)
+        return ok(self.state.monetization.listing(dict(request.query)))
+
+    async def _h_entitlement(self, request: web.Request) -> web.StreamResponse:
+        self._app_check(request)
+        return ok(self.state.monetization.get(int(request.match_info["entitlement_id"])))
+
+    async def _h_consume(self, request: web.Request) -> web.StreamResponse:
+        self._app_check(request)
+        self.state.monetization.consume(int(request.match_info["entitlement_id"]))
+        return no_content()
 
     async def _h_guild_member(self, request: web.Request) -> web.StreamResponse:
         guild = self._guild(request)

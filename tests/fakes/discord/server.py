@@ -284,6 +284,12 @@ class FakeDiscord(DiscordState):
         created = interaction_create(self, MODAL_SUBMIT, user, interaction.channel, data, message=source, locale=locale)
         return await self._deliver(created)
 
+    async def purchase(self, user: FakeUser, sku: Json) -> Json:
+        """``user`` buys the SKU in Discord's store: the entitlement is created and ENTITLEMENT_CREATE sent."""
+        entitlement = self.monetization.grant(user.id, int(sku["id"]))
+        await self.dispatch("ENTITLEMENT_CREATE", dict(entitlement))
+        return entitlement
+
     async def _deliver(self, interaction: InteractionRecord) -> InteractionRecord:
         """Send the interaction to the bot over the gateway, as Discord does."""
         await self.dispatch("INTERACTION_CREATE", interaction.payload)

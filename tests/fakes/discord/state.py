@@ -36,6 +36,7 @@ from tests.fakes.discord.models import (
     SentMessage,
     Snowflakes,
 )
+from tests.fakes.discord.monetization import Monetization
 from tests.fakes.discord.protocol import ApiError, FilePart, RequestRecord
 
 T = TypeVar("T")
@@ -114,6 +115,7 @@ class DiscordState:
         self.expired_cdn: set[int] = set()
         self.denied_channels: set[int] = set()
         self.closed_dms: set[int] = set()
+        self.monetization = Monetization(self.application_id, self.ids)
         self._changed = asyncio.Condition()
 
     # ------------------------------------------------------------------ addresses

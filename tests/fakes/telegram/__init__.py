@@ -12,6 +12,7 @@ from tests.fakes.telegram.models import (
     TgUser,
     WebhookDelivery,
 )
+from tests.fakes.telegram.payments import PRECHECKOUT_WINDOW_S, STARS, Charge, Checkout, Invoice
 from tests.fakes.telegram.protocol import (
     CALLBACK_ANSWER_LIMIT,
     CALLBACK_DATA_LIMIT,
@@ -35,13 +36,18 @@ __all__ = [
     "PHOTO_RATIO_LIMIT",
     "PHOTO_SIDES_LIMIT",
     "PHOTO_UPLOAD_LIMIT",
+    "PRECHECKOUT_WINDOW_S",
     "SERVICE_NOTIFICATIONS",
+    "STARS",
     "TEXT_LIMIT",
     "UPLOAD_LIMIT",
     "ApiCall",
     "BotMessage",
     "CallbackAnswer",
+    "Charge",
+    "Checkout",
     "FakeTelegram",
+    "Invoice",
     "StoredFile",
     "TgChat",
     "TgUser",

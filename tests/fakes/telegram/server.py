@@ -36,6 +36,7 @@ from tests.fakes.telegram.models import (
     TgUser,
     WebhookDelivery,
 )
+from tests.fakes.telegram.payments import Checkout, Invoice, Payments, payment_fields
 from tests.fakes.telegram.protocol import (
     CALLBACK_ANSWER_LIMIT,
     CALLBACK_DATA_LIMIT,
@@ -151,6 +152,7 @@ class FakeTelegram:
         self._chat_sends: dict[int, deque[float]] = {}
         self._open_queries: dict[str, JSON] = {}
         self._commands: dict[tuple[str, str], list[JSON]] = {}
+        self.payments = Payments()
 
         handlers: dict[str, Callable[[Params], Awaitable[Any]]] = {
             "getMe": self._get_me,
@@ -171,6 +173,9 @@ class FakeTelegram:
             "deleteMessage": self._delete_message,
             "answerCallbackQuery": self._answer_callback_query,
             "getFile": self._get_file,
+            "sendInvoice": self._send_invoice,
+            "answerPreCheckoutQuery": self._answer_pre_checkout_query,
+            "refundStarPayment": self._refund_star_payment,
             "setMyCommands": self._set_my_commands,
             "getMyCommands": self._get_my_commands,
             "deleteMyCommands": self._delete_my_commands,
@@ -393,6 +398,34 @@ class FakeTelegram:
         self._open_queries[query_id] = query
         self.inject_update("callback_query", query)
         return query_id
+
+    def invoices(self, chat: TgChat | TgUser | int) -> list[Invoice]:
+        """The invoices the bot sent to the chat, oldest first."""
+        chat_id = self._chat_id(chat)
+        return [invoice for invoice in self.payments.invoices if invoice.chat_id == chat_id]
+
+    async def pay(self, user: TgUser, invoice: Invoice) -> Checkout:
+        """``user`` pays the invoice: a pre_checkout_query goes to the bot, and only if it answers ok within
+        the window (``payments.window_s``) is the payment made, arriving as a successful_payment message."""
+        query = self.payments.new_query(user.to_json(), invoice, time.monotonic())
+        self.inject_update("pre_checkout_query", query)
+        try:
+            answer = await self.wait_for(lambda: self.payments.answers.get(query["id"]), self.payments.window_s)
+        except TimeoutError:
+            self.payments.open_queries.pop(query["id"], None)
+            return Checkout("timeout", query["id"])
+        if not answer.ok:
+            return Checkout("declined", query["id"], error_message=answer.error_message)
+        charge = self.payments.charge(user.id, invoice)
+        chat = self._chats.chat_of(invoice.chat_id)
+        message = self._chats.new_message(chat, user.to_json())
+        message["successful_payment"] = payment_fields(charge)
+        self._chats.keep(chat.id, message)
+        return Checkout("paid", query["id"], charge, update=self.inject_update("message", message))
+
+    def redeliver(self, update: JSON) -> None:
+        """Deliver an update again, with its own update_id, as Telegram does when it was not confirmed."""
+        self._updates.push(copy.deepcopy(update))
 
     def inject_update(self, kind: str, payload: JSON) -> JSON:
         """Queue any update (``kind`` is its field name, e.g. "message"); returns the whole update."""
@@ -809,6 +842,41 @@ class FakeTelegram:
             "file_size": stored.declared_size,
             "file_path": stored.file_path,
         }
+
+    # -- payments
+
+    async def _send_invoice(self, p: Params) -> JSON:
+        chat = self._target(p)
+        title, description, payload, currency, total = self.payments.check_invoice(p)
+        markup, inline = self._markup(p)
+        content: JSON = {
+            "invoice": {
+                "title": title,
+                "description": description,
+                "start_parameter": p.text("start_parameter") or "",
+                "currency": currency,
+                "total_amount": total,
+            }
+        }
+        record = self._bot_message(chat, p, "sendInvoice", content, markup, inline)
+        self.payments.invoices.append(
+            Invoice(chat.id, record.message_id, title, description, payload, currency, total)
+        )
+        return record.raw
+
+    async def _answer_pre_checkout_query(self, p: Params) -> bool:
+        return self.payments.answer(p, time.monotonic())
+
+    async def _refund_star_payment(self, p: Params) -> bool:
+        charge = self.payments.refund(p)
+        # Telegram tells the bot with a service message in the buyer's chat.
+        chat = self._chats.chat_of(charge.user_id)  # the buyer's private chat: its id is theirs
+        assert chat.user is not None
+        message = self._chats.new_message(chat, chat.user.to_json())
+        message["refunded_payment"] = payment_fields(charge)
+        self._chats.keep(chat.id, message)
+        self.inject_update("message", message)
+        return True
 
     async def _set_my_commands(self, p: Params) -> bool:
         commands = p.obj("commands")

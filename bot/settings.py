@@ -10,10 +10,14 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError, ValidationInf
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.errors import OperatorError
+from bot.i18n import LANGUAGES, match
 from engine.budget import BudgetSettings
 from engine.catalogue import BACKEND_NAMES
+from engine.judge.settings import JudgeSettings
 from engine.local.settings import LocalSettings
 from engine.providers.settings import FalSettings, ReplicateSettings, SegmindSettings, WaveSpeedSettings
+from engine.safety.classifier import DEFAULT_MODEL as SAFETY_MODEL
+from engine.safety.settings import SafetySettings
 from engine.settings import DispatchSettings
 from storage.settings import BlobSettings, CreditSettings, QueueSettings
 
@@ -142,6 +146,12 @@ class DeliverySettings(BaseModel):
     retry_cap_s: float = Field(900, gt=0)
 
 
+class PrivacySettings(BaseModel):
+    # Each user agrees to the privacy notice before their first face photo is stored. Off only where that
+    # consent is collected outside the bot.
+    consent: bool = True
+
+
 class RetentionSettings(BaseModel):
     days: float = Field(30, ge=0, description="days raw photos and outputs are kept (0: forever)")
 
@@ -163,6 +173,10 @@ class Settings(BaseSettings):
     route: Annotated[list[str], NoDecode] = Field(default_factory=list)
     admins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_identities: int = Field(10, ge=1, description="saved faces per user")
+    # The language of users who chose none and whose platform names none we have (see bot/i18n.py).
+    default_language: str = "en"
+    # Style presets (a JSON file); unset: the presets that ship with the bot.
+    styles: Path | None = None
 
     credits: CreditSettings = CreditSettings()
     queue: QueueSettings = QueueSettings()
@@ -170,6 +184,9 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = MetricsSettings()
     log: LogSettings = LogSettings()
     retention: RetentionSettings = RetentionSettings()
+    privacy: PrivacySettings = PrivacySettings()
+    judge: JudgeSettings = JudgeSettings()
+    safety: SafetySettings = SafetySettings()
     blobs: BlobSettings = BlobSettings()
     delivery: DeliverySettings = DeliverySettings()
     shop: ShopSettings = ShopSettings()
@@ -191,6 +208,14 @@ class Settings(BaseSettings):
         if unknown:
             raise ValueError(f"unknown backend {unknown[0]!r}; known: {', '.join(BACKEND_NAMES)}")
         return value
+
+    @field_validator("default_language")
+    @classmethod
+    def _supported_language(cls, value: str) -> str:
+        found = match(value)
+        if found is None:
+            raise ValueError(f"no catalog for {value!r}; languages: {', '.join(LANGUAGES)}")
+        return found
 
     @field_validator("database_url")
     @classmethod
@@ -232,6 +257,11 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         return self.local.models_dir or self.data_dir / "models"
+
+    @property
+    def safety_model_dir(self) -> Path:
+        """The safety classifier's files: LIKENESS_SAFETY__MODEL_DIR, or where `likeness models download` puts them."""
+        return self.safety.model_dir or self.models_dir / SAFETY_MODEL.target
 
     @property
     def blobs_dir(self) -> Path:

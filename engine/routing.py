@@ -63,6 +63,17 @@ class Router:
         backend = self.backends.get(name)
         return backend.capabilities if backend is not None else CAPABILITIES[name]
 
+    async def preferred(self) -> str | None:
+        """The first backend of the preference order that is up (here or on a live worker): what a request
+        renders on unless it asks for something that backend cannot do."""
+        up = set(self.available())
+        if self.fleet is not None:
+            up |= await self.fleet.served()
+            order = self.configured or [*self.route, *(name for name in BACKEND_NAMES if name in up)]
+        else:
+            order = self.route
+        return next((name for name in order if name in up and (name in self.backends or name in CAPABILITIES)), None)
+
     async def plan(self, request: GenerationRequest) -> Plan | Refusal:
         """The route for a new job, or why no backend can take it (its backends over their budgets too)."""
         plan = await self._plan(request)

@@ -78,3 +78,35 @@ def accept_privacy(*, session: Connection, user_id: int, now: float) -> float:
     )
     accepted = session.execute(select(_u.privacy_accepted_at).where(_u.id == user_id)).scalar_one()
     return float(accepted)
+
+
+def language_of(*, session: Connection, platform: str, platform_user_id: str) -> tuple[str | None, str | None] | None:
+    """The user's chosen language and their platform's last reported one; None for a user never seen."""
+    row = session.execute(
+        select(_u.language, _u.locale).where(_u.platform == platform, _u.platform_user_id == platform_user_id)
+    ).first()
+    return None if row is None else (row.language, row.locale)
+
+
+def job_user_language(*, session: Connection, job_id: str) -> tuple[str | None, str | None] | None:
+    """The chosen and the reported language of the user a job belongs to; None if the job is gone."""
+    row = session.execute(
+        select(_u.language, _u.locale)
+        .select_from(t.jobs.join(t.users, t.jobs.c.user_id == _u.id))
+        .where(t.jobs.c.id == job_id)
+    ).first()
+    return None if row is None else (row.language, row.locale)
+
+
+def set_language(*, session: Connection, user_id: int, language: str | None) -> None:
+    """The language the user chose (None: go back to their platform's)."""
+    session.execute(update(t.users).where(_u.id == user_id).values(language=language))
+
+
+def note_locale(*, session: Connection, platform: str, platform_user_id: str, locale: str) -> None:
+    """The language the user's platform reports now, kept for replies sent outside their requests."""
+    session.execute(
+        update(t.users)
+        .where(_u.platform == platform, _u.platform_user_id == platform_user_id, _u.locale.is_distinct_from(locale))
+        .values(locale=locale)
+    )

@@ -16,6 +16,7 @@ class Actor:
     guild_id: str | None = None  # Discord only
     roles: tuple[str, ...] = ()  # Discord role ids of the member in this guild, as Discord sent them
     manages_guild: bool = False  # Discord: the member has Manage Server (or Administrator) in this guild
+    locale: str | None = None  # the language the platform reports (Telegram language_code, Discord locale)
 
     @property
     def key(self) -> str:

@@ -13,14 +13,22 @@ from bot import messages
 from bot.errors import UserError
 from bot.intake import MAX_PHOTOS, normalized
 from bot.service.actors import Actor
+from bot.service.estimates import Estimates
+from bot.service.face_check import FaceCheck, FaceEmbeddings, keep_embeddings
 from bot.service.options import checked_params, parse_prompt
 from bot.service.replies import Action, Button, Reply, ReplyTarget, Submitted
+from bot.service.safety import SafetyPolicies
+from bot.service.styles import Styles
 from bot.service.users import Users
 from bot.settings import Settings
+from bot.styles import load_styles
 from engine.capabilities import Range
+from engine.catalogue import LOCAL
+from engine.changes import CHANGES_PARAM, STRICT_PARAM, Change, changes, job_changes, size_change
 from engine.request import GenerationRequest
 from engine.routing import Plan, Refusal, Router
-from storage import delivery, history, identities, jobs, pending, quota
+from engine.safety import POLICY_PARAM
+from storage import blob_refs, delivery, embeddings, history, identities, jobs, pending, quota
 from storage.blobs import BlobStore
 from storage.db import Database
 from storage.errors import DuplicateJob, QuotaRefused
@@ -49,18 +57,24 @@ class Imagine:
         router: Router,
         users: Users,
         settings: Settings,
+        face_check: FaceCheck,
         notify: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.db, self.blobs, self.router, self.users = db, blobs, router, users
         self.settings, self.notify, self.clock = settings, notify, clock
+        self.face_check = face_check
+        self.policies = SafetyPolicies(db, settings.safety)
+        self.styles = Styles(load_styles(settings.styles))
+        self.estimates = Estimates(db, clock=clock)
 
     async def submit(self, actor: Actor, given: ImagineInput) -> Submitted:
         """Queue a render of the prompt with the given photos, a saved face or the default one.
 
         Everything that can refuse the request cheaply (the prompt, the routing, a ban, credits, the daily
         limit, a missing face) does so before any photo is decoded or stored: a refused request costs a
-        few reads, and leaves no file behind.
+        few reads, and leaves no file behind. New photos then need the user's agreement to the privacy
+        notice, and must pass the face checks, before they are stored.
         """
         await self.users.check_open(actor)
         existing = await self.db.read(jobs.get, job_id=given.event_id)
@@ -68,6 +82,10 @@ class Imagine:
             return await self._status(existing, duplicate=True)
         prompt, params = parse_prompt(given.text)
         params.update(checked_params({k: v for k, v in given.params.items() if v is not None}))
+        strict = bool(params.pop("strict", False))
+        style = params.pop("style", None)
+        if style:
+            prompt, params = self.styles.find(str(style)).apply(prompt, params)
         try:
             request = GenerationRequest(prompt=prompt, faces=(), **params)
         except TypeError:
@@ -76,21 +94,36 @@ class Imagine:
             raise UserError(messages.TOO_MANY_PHOTOS.format(limit=MAX_PHOTOS))
         user = await self.users.of(actor)
         saved = None if given.photos else await self._saved_face(user, given.face)
-        await self._check_route(request)
+        plan = await self._check_route(request)
         await self._check_quota(user, request)
+        found: FaceEmbeddings = ()
         if saved is None:
+            self.face_check.require_consent(user)
             photos = [await normalized(photo) for photo in given.photos]  # all of them, before storing one
-            face_keys = [await self.blobs.put(photo) for photo in photos]
+            found = await self.face_check.enroll(photos, min_face_px=self._min_face_px(plan))
+            face_keys, source = [await self.blobs.put(photo) for photo in photos], None
         else:
-            face_keys = saved
+            face_keys, source = saved
             photos = [await self.blobs.get(key) for key in face_keys]
         request = request.with_faces(tuple(photos))
-        return await self._submit(user, given.event_id, request, face_keys, given.reply_target, kind="imagine")
+        policy = await self.policies.for_job(actor, given.reply_target)
+        return await self._submit(
+            user,
+            given.event_id,
+            request,
+            face_keys,
+            given.reply_target,
+            kind="imagine",
+            faces=(found, source),
+            policy=str(policy),
+            strict=strict,
+        )
 
     async def rerun(
         self, actor: Actor, event_id: str, action: Action, parent_id: str, reply_target: ReplyTarget
     ) -> Submitted:
-        """Reroll (a new seed) or vary (a nudged seed and id weight) a job of this user."""
+        """Reroll or re-run from history (the same request with a new seed), or vary (a nudged seed and id
+        weight) a job of this user; charged and refused like any new job."""
         await self.users.check_open(actor)
         existing = await self.db.read(jobs.get, job_id=event_id)
         if existing is not None:
@@ -99,15 +132,25 @@ class Imagine:
         parent = await self._own_job(user, parent_id)
         faces = tuple([await self.blobs.get(key) for key in parent.face_keys])
         request = GenerationRequest.from_params(parent.params, faces)
-        if action is Action.REROLL:
+        if action in (Action.REROLL, Action.RERUN):
             request = replace(request, seed=random.randrange(2**31))
         else:
             base_seed = int(parent.seed) if parent.seed and parent.seed.isdigit() else random.randrange(2**31)
             request = replace(
                 request, seed=(base_seed + random.randrange(1, 1000)) % 2**31, id_weight=self._nudged(request)
             )
+        policy = await self.policies.for_job(actor, reply_target)
         return await self._submit(
-            user, event_id, request, list(parent.face_keys), reply_target, kind=str(action), parent_id=parent.id
+            user,
+            event_id,
+            request,
+            list(parent.face_keys),
+            reply_target,
+            kind=str(action),
+            parent_id=parent.id,
+            faces=((), blob_refs.job_owner(parent.id)),
+            policy=str(policy),
+            strict=bool(parent.params.get(STRICT_PARAM)),
         )
 
     async def confirm(self, actor: Actor, job_id: str, reply_target: ReplyTarget) -> Submitted:
@@ -143,6 +186,8 @@ class Imagine:
         for key in freed:
             await self.blobs.delete(key)
         existing = await self.db.read(jobs.get, job_id=job_id)
+        if existing is None:  # its face embeddings go with its photos
+            await self.db.write(embeddings.remove, owner=blob_refs.job_owner(job_id))
         return Reply(messages.CONFIRM_GONE if existing is not None else messages.DECLINED)
 
     def _needs_confirmation(self, user: User, request: GenerationRequest, cost: int) -> bool:
@@ -171,12 +216,47 @@ class Imagine:
             delivery.set_reply_target, job_id=job_id, reply_target=reply_target.to_json(), now=self.clock()
         )
 
-    async def _saved_face(self, user: User, name: str | None) -> list[str]:
-        """The photo keys of the named saved face, or of the default one."""
+    async def _saved_face(self, user: User, name: str | None) -> tuple[list[str], str]:
+        """The photo keys of the named saved face, or of the default one, and the owner of its embeddings."""
         identity = await self.db.read(identities.find, user_id=user.id or 0, name=name)
         if identity is None:
             raise UserError(messages.NO_SUCH_FACE.format(name=name) if name else messages.NO_FACE_YET)
-        return list(identity.photo_keys)
+        return list(identity.photo_keys), blob_refs.identity_owner(identity.id or 0)
+
+    def _min_face_px(self, plan: Plan) -> int | None:
+        """The local engine's own smallest face where it renders first; the judge's setting elsewhere."""
+        return self.settings.local.min_face_px if plan.route[:1] == (LOCAL,) else None
+
+    async def _fit(
+        self, request: GenerationRequest, *, strict: bool
+    ) -> tuple[GenerationRequest, Plan, tuple[Change, ...]]:
+        """The request and its route, and what rendering it there changes of what was asked (the status
+        says each); with ``strict`` the route keeps only backends that change nothing, or it is refused.
+
+        A size outside the preferred backend's range is scaled into it rather than sent to another model."""
+        preferred = await self.router.preferred()
+        found: list[Change] = []
+        if preferred is not None:
+            resized = size_change(request, preferred, self.router.capabilities(preferred))
+            if resized is not None and strict:
+                raise UserError(messages.strict_refused([resized[1]]))
+            if resized is not None:
+                request, change = resized
+                found.append(change)
+        plan = await self._check_route(request)
+        if not plan.route:
+            return request, plan, tuple(found)
+
+        def made(backend: str) -> tuple[Change, ...]:
+            return changes(request, preferred=preferred, chosen=backend, capabilities=self.router.capabilities)
+
+        first = made(plan.route[0])
+        if strict and first:
+            exact = tuple(backend for backend in plan.route if not made(backend))
+            if not exact:
+                raise UserError(messages.strict_refused(first))
+            return request, replace(plan, route=exact), ()
+        return request, plan, (*found, *first)
 
     async def _check_route(self, request: GenerationRequest) -> Plan:
         """The route the job will carry, planned against the backends live workers serve."""
@@ -215,13 +295,26 @@ class Imagine:
         *,
         kind: str,
         parent_id: str | None = None,
+        faces: tuple[FaceEmbeddings, str | None] = ((), None),
+        policy: str | None = None,
+        strict: bool = False,
     ) -> Submitted:
-        plan = await self._check_route(request)
+        """Queue the job (or keep it for its user's confirmation) with its face embeddings: ``faces`` holds
+        those just made, or the owner to copy them from."""
+        request, plan, changed = await self._fit(request, strict=strict)
         cost = self._cost(request)
+        params = request.to_params()
+        if strict:
+            params[STRICT_PARAM] = True
+        if changed:
+            params[CHANGES_PARAM] = [change.to_json() for change in changed]
+        if policy is not None:
+            params[POLICY_PARAM] = policy
+        found, source = faces
         new_job = jobs.NewJob(
             id=job_id,
             user_id=user.id or 0,
-            params=request.to_params(),
+            params=params,
             cost=cost,
             face_keys=face_keys,
             route=list(plan.route),
@@ -232,14 +325,17 @@ class Imagine:
         )
         if self._needs_confirmation(user, request, cost):
             # Nothing is reserved yet: the job is queued and charged only when its user confirms.
-            await self.db.write(pending.put, job=new_job, now=self.clock())
+            await self.db.write(_with_embeddings(pending.put, found, source), job=new_job, now=self.clock())
             text = messages.confirm_cost(cost, user.credits - user.reserved, request.num_images)
             confirm = Button(messages.CONFIRM, Action.CONFIRM, job_id)
             decline = Button(messages.DECLINE, Action.DECLINE, job_id)
             return Submitted(job_id, Reply(text, (confirm, decline)), pending=True)
         try:
             await self.db.write(
-                jobs.submit, job=new_job, now=self.clock(), daily_jobs_default=self.settings.credits.daily_jobs
+                _with_embeddings(jobs.submit, found, source),
+                job=new_job,
+                now=self.clock(),
+                daily_jobs_default=self.settings.credits.daily_jobs,
             )
         except QuotaRefused as refused:
             raise UserError(messages.refusal(refused)) from None
@@ -259,9 +355,13 @@ class Imagine:
         position = await self.db.read(jobs.queue_position, job_id=job.id)
         if job.state != JobState.QUEUED:
             text = messages.STARTED
+        elif waiting:
+            text = messages.waiting_for_worker(position)
         else:
-            text = messages.waiting_for_worker(position) if waiting else messages.queued(position)
-        buttons = (Button("Cancel", Action.CANCEL, job.id),) if not JobState(job.state).terminal else ()
+            text = messages.queued(position, await self.estimates.eta(job.id) if position else None)
+        notes = [messages.change_note(change) for change in job_changes(job.params)]
+        text = "\n".join([text, *notes])
+        buttons = (Button(messages.CANCEL_BUTTON, Action.CANCEL, job.id),) if not JobState(job.state).terminal else ()
         return Submitted(job.id, Reply(text, buttons), duplicate)
 
     def _nudged(self, request: GenerationRequest) -> float | None:
@@ -283,3 +383,14 @@ class Imagine:
         if job.expired:
             raise UserError(messages.JOB_EXPIRED)
         return job
+
+
+def _with_embeddings(write: Callable[..., Any], found: FaceEmbeddings, source: str | None) -> Callable[..., Any]:
+    """``write`` (a submit) with the new job's face embeddings stored in the same transaction."""
+
+    def both(*, session: Any, job: jobs.NewJob, now: float, **kw: Any) -> Any:
+        result = write(session=session, job=job, now=now, **kw)
+        keep_embeddings(session, job_id=job.id, found=found, source=source, now=now)
+        return result
+
+    return both

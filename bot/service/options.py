@@ -20,7 +20,9 @@ def _shown(text: str) -> str:
 
 
 def _bad(flag: str, value: str, expected: str) -> UserError:
-    return UserError(messages.BAD_OPTION.format(flag=_shown(flag), value=_shown(value), expected=expected))
+    return UserError(
+        messages.BAD_OPTION.format(flag=_shown(flag), value=_shown(value), expected=messages.expected(expected))
+    )
 
 
 def _int(flag: str, value: str) -> int:
@@ -54,6 +56,21 @@ def _format(flag: str, value: str) -> str:
     return value
 
 
+def _mode(flag: str, value: str) -> str:
+    """fal's SDXL PuLID mode: "fidelity" or "extreme style" (written "style", "extreme-style" too)."""
+    mode = MODES.get(value.strip().lower().replace("-", " ").replace("_", " "))
+    if mode is None:
+        raise _bad(flag, value, "fidelity or extreme-style")
+    return mode
+
+
+def _style(flag: str, value: str) -> str:
+    return value.strip().lower()
+
+
+MODES = {"fidelity": "fidelity", "style": "extreme style", "extreme style": "extreme style"}
+STRICT = "--strict"  # a flag without a value: refuse rather than render anything other than what was asked
+
 # flag -> (parameter, parser); a parser returning a dict sets several parameters.
 FLAGS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "--ar": ("aspect", _aspect),
@@ -67,6 +84,8 @@ FLAGS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "--true-cfg": ("true_cfg", _float),
     "--n": ("num_images", _int),
     "--format": ("output_format", _format),
+    "--mode": ("mode", _mode),
+    "--style": ("style", _style),
 }
 NEGATIVE = "--no"
 # Bidirectional overrides, embeddings, isolates and marks: they make a prompt read differently from what
@@ -123,8 +142,13 @@ def parse_prompt(text: str) -> tuple[str, dict[str, Any]]:
         word = words[index]
         if word.startswith("--") and len(word) > 2:
             flag = word.lower()
+            if flag == STRICT:
+                params["strict"] = True
+                index += 1
+                continue
             if flag not in FLAGS:
-                raise UserError(messages.UNKNOWN_OPTION.format(flag=_shown(word), known=", ".join(sorted(FLAGS))))
+                known = ", ".join(sorted([*FLAGS, STRICT]))
+                raise UserError(messages.UNKNOWN_OPTION.format(flag=_shown(word), known=known))
             if index + 1 >= len(words):
                 raise UserError(messages.MISSING_VALUE.format(flag=_shown(word)))
             name, parse = FLAGS[flag]

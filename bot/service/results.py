@@ -7,9 +7,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot import messages
+from bot import i18n, messages
 from bot.service.replies import Action, Button, Reply, ReplyImage
-from storage import delivery, jobs
+from storage import delivery, jobs, users
 from storage.blobs import BlobStore
 from storage.db import Database
 from storage.models import Job
@@ -28,6 +28,7 @@ class JobTarget:
 
     job_id: str
     data: Mapping[str, Any] = field(repr=False)
+    language: str = i18n.SOURCE  # of the job's user: what is shown there is in it
 
     @property
     def platform(self) -> str:
@@ -49,8 +50,16 @@ class PendingResult:
 
 
 class Results:
-    def __init__(self, *, db: Database, blobs: BlobStore, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        blobs: BlobStore,
+        default_language: str = i18n.SOURCE,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.db, self.blobs, self.clock = db, blobs, clock
+        self.default_language = default_language
 
     async def pending(self, platforms: Sequence[str], limit: int = 100) -> list[PendingResult]:
         """Finished jobs of these platforms' users whose result still has to be delivered and whose next try
@@ -71,7 +80,16 @@ class Results:
     async def reply(self, job_id: str) -> Reply | None:
         """What to deliver for a finished job; None if the job is gone (its user asked to forget it)."""
         job = await self.db.read(jobs.get, job_id=job_id)
-        return None if job is None else await self._reply(job)
+        if job is None:
+            return None
+        with i18n.language(await self.language(job_id)):
+            return await self._reply(job)
+
+    async def language(self, job_id: str) -> str:
+        """The language of the job's user: their choice, else what their platform last reported."""
+        found = await self.db.read(users.job_user_language, job_id=job_id)
+        chosen, reported = found if found is not None else (None, None)
+        return i18n.resolve(chosen, reported, self.default_language)
 
     async def delivered(self, job_id: str, path: str) -> None:
         await self._mark(job_id, DeliveryState.DELIVERED, path)
@@ -94,7 +112,11 @@ class Results:
         job = await self.db.read(jobs.get, job_id=job_id)
         if job is None or job.delivery_state != DeliveryState.NONE:
             return None
-        return JobTarget(job.id, job.reply_target)
+        return JobTarget(job.id, job.reply_target, await self.language(job_id))
+
+    async def shown(self, job: Job) -> Reply:
+        """A finished job's result as it was delivered, to show it again (history's Open)."""
+        return await self._reply(job)
 
     async def _mark(self, job_id: str, state: DeliveryState, path: str | None) -> None:
         await self.db.write(delivery.mark_delivery, job_id=job_id, state=state, path=path, now=self.clock())
@@ -102,7 +124,8 @@ class Results:
     async def _reply(self, job: Job) -> Reply:
         if job.state == JobState.SUCCEEDED:
             images = []
-            for image in await self.db.read(jobs.images_of, job_id=job.id):
+            stored = await self.db.read(jobs.images_of, job_id=job.id)
+            for image in stored:
                 images.append(
                     ReplyImage(
                         await self.blobs.get(image.blob_key),
@@ -113,8 +136,11 @@ class Results:
                         f"likeness-{image.index + 1}.{extension(image.content_type)}",
                     )
                 )
-            buttons = (Button("🎲 Reroll", Action.REROLL, job.id), Button("✨ Vary", Action.VARY, job.id))
-            return Reply(messages.result_caption(job), buttons, tuple(images))
+            buttons = (
+                Button(messages.REROLL_BUTTON, Action.REROLL, job.id),
+                Button(messages.VARY_BUTTON, Action.VARY, job.id),
+            )
+            return Reply(messages.result_caption(job, [image.likeness for image in stored]), buttons, tuple(images))
         if job.state == JobState.CANCELLED:
             return Reply(messages.CANCELLED_REFUNDED)
         return Reply(messages.failure(job.error or "", job.cost))

@@ -124,7 +124,7 @@ async def test_quota_refusals_say_why_and_reserve_nothing(world: World) -> None:
     await world.service.imagine.submit(ANN, asked("e2"))
     with pytest.raises(UserError) as daily:
         await world.service.imagine.submit(ANN, asked("e3"))
-    assert daily.value.message == "You've reached today's limit of 1 jobs. It resets at midnight UTC."
+    assert daily.value.message == "You've reached today's limit of 1 job. It resets at midnight UTC."
 
     await admin.ban(ADMIN, ANN.user_id, "spam")
     with pytest.raises(UserError) as banned:

@@ -75,8 +75,9 @@ def test_bad_options_say_what_is_expected(text: str, message: str) -> None:
 
 def test_an_unknown_option_lists_the_known_ones() -> None:
     with pytest.raises(UserError) as refused:
-        parse_prompt("a knight --style noir")
-    assert refused.value.message == messages.UNKNOWN_OPTION.format(flag="--style", known=", ".join(sorted(FLAGS)))
+        parse_prompt("a knight --tone noir")
+    known = ", ".join(sorted([*FLAGS, "--strict"]))
+    assert refused.value.message == messages.UNKNOWN_OPTION.format(flag="--tone", known=known)
     assert "--ar" in refused.value.message and "--seed" in refused.value.message
 
 
@@ -204,5 +205,5 @@ def test_an_unknown_option_of_any_length_is_quoted_short() -> None:
     with pytest.raises(UserError) as refused:
         parse_prompt("a knight --" + "x" * 3000 + " 1")
     assert refused.value.message == messages.UNKNOWN_OPTION.format(
-        flag="--" + "x" * 37 + "…", known=", ".join(sorted(FLAGS))
+        flag="--" + "x" * 37 + "…", known=", ".join(sorted([*FLAGS, "--strict"]))
     )

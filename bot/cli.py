@@ -72,6 +72,8 @@ def _parser() -> argparse.ArgumentParser:
     pause = admin.add_parser("pause", help="stop accepting new jobs everywhere")
     pause.add_argument("reason", nargs="*")
     admin.add_parser("resume")
+    safety = admin.add_parser("safety", help="what happens to results flagged unsafe, everywhere (show or set)")
+    safety.add_argument("policy", nargs="?", choices=["block", "spoiler", "allow", "default"])
     return parser
 
 
@@ -96,6 +98,8 @@ async def _admin(settings: Settings, args: argparse.Namespace) -> str:
                     return await service.pause(SHELL_ACTOR, " ".join(args.reason))
                 case "resume":
                     return await service.pause(SHELL_ACTOR, paused=False)
+                case "safety":
+                    return await service.safety(SHELL_ACTOR, args.policy or "")
         except UserError as exc:  # the admin use cases answer the shell as they answer a chat admin
             raise OperatorError(exc.message) from None
     raise AssertionError(args.admin_command)

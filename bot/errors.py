@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bot.service.replies import Button
+
 
 class UserError(Exception):
-    """Something a chat user can fix or should know; ``message`` is shown to them as it is."""
+    """Something a chat user can fix or should know; ``message`` is shown to them as it is, with ``buttons``
+    (such as agreeing to the privacy notice) where the front end can show them."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, buttons: tuple[Button, ...] = ()) -> None:
         super().__init__(message)
         self.message = message
+        self.buttons = buttons
 
 
 class OperatorError(Exception):

@@ -11,6 +11,7 @@ from typing import Any
 from bot import messages
 from bot.errors import OperatorError, UserError
 from bot.intake import normalize_photo
+from bot.service.face_check import FaceCheck
 from bot.service.operator import Finished, OperatorJobs
 from bot.wiring.engine import EngineParts
 from engine.events import JobProgress, Listener
@@ -51,8 +52,17 @@ async def generate(runtime: EngineParts, args: GenerateArgs) -> list[Path]:
             raise OperatorError(messages.cannot_read(path, exc.strerror)) from None
         faces.append(normalize_photo(raw))
     request = build_request(args.prompt, tuple(faces), args.params)
+    # The face checks run before anything is stored or sent to a provider, as they do for chat users.
+    check = FaceCheck(
+        runtime.db,
+        judge=runtime.judge,
+        settings=runtime.settings.judge,
+        consent=False,
+        retention_days=runtime.settings.retention.days,
+    )
+    found = await check.enroll(faces)
     operator = OperatorJobs(db=runtime.db, blobs=runtime.blobs, router=runtime.router, queue=runtime.settings.queue)
-    job_id = await operator.submit(request, backend=args.backend)
+    job_id = await operator.submit(request, backend=args.backend, face_embeddings=found)
     unsubscribe = runtime.hub.subscribe(_printer(job_id))
     stop = asyncio.Event()
     # Only this job: real users' queued jobs are left to the service's workers, never taken and dropped here.
@@ -67,10 +77,12 @@ async def generate(runtime: EngineParts, args: GenerateArgs) -> list[Path]:
         raise OperatorError(messages.operator_job_failed(job_id, finished.state, finished.error))
     args.out.mkdir(parents=True, exist_ok=True)
     written = []
-    for image in await operator.outputs(job_id):
+    scores = await operator.scores(job_id)
+    for image, (likeness, judge) in zip(await operator.outputs(job_id), scores, strict=True):
         path = args.out / image.filename
         path.write_bytes(image.data)
         written.append(path)
+        print(messages.operator_score(path, likeness, judge), file=sys.stderr, flush=True)
     await operator.written(job_id)
     return written
 

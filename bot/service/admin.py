@@ -16,6 +16,8 @@ from typing import Any, Literal, TypeVar
 from bot import messages
 from bot.errors import UserError
 from bot.service.actors import SHELL, Actor
+from bot.service.safety import SafetyPolicies, policy_scope
+from engine.safety import SafetySettings
 from storage import audit, quota, scopes, stats, users, workers
 from storage.db import Database
 from storage.jobs import cancel_all_of_user
@@ -39,9 +41,11 @@ class AdminService:
         welcome_credits: int,
         admin_guilds: list[str] | tuple[str, ...] = (),
         worker_ttl_s: float = 30.0,
+        safety: SafetySettings | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.db = db
+        self.policies = SafetyPolicies(db, safety or SafetySettings())
         self.worker_ttl_s = worker_ttl_s  # a worker silent this long is not counted
         self.admins = frozenset(admins)
         self.admin_role = admin_role
@@ -196,6 +200,32 @@ class AdminService:
             reason=reason,
         )
         return messages.paused(reason) if paused else messages.RESUMED
+
+    async def safety(self, actor: Actor, policy: str = "") -> str:
+        """Show, set or clear ("default") the safety policy where the actor is: their Discord server (its
+        managers may), their Telegram group, or everywhere (a private chat, the shell)."""
+        scope = policy_scope(actor)
+        if actor.guild_id is not None:
+            self.require_scope(actor)
+        else:
+            self.require(actor)
+        where = "everywhere" if scope == scopes.GLOBAL_SCOPE else "in this server" if actor.guild_id else "in this chat"
+        policy = policy.strip().lower()
+        if policy:
+            if policy not in (*messages.SAFETY_POLICIES, "default"):
+                raise UserError(messages.BAD_SAFETY_POLICY)
+            value = "" if policy == "default" else policy
+            await self._audited(
+                actor,
+                "safety",
+                scope,
+                lambda session: scopes.update_scope(
+                    session=session, scope=scope, now=self.clock(), safety_policy=value
+                ),
+                policy=policy,
+            )
+        current, own = await self.policies.in_force(scope)
+        return messages.safety_policy(where, str(current), own)
 
     async def channels(self, actor: Actor, change: ChannelChange, channel_id: str) -> tuple[str, ...]:
         """Change or list the channels a guild's members may use the bot in (none listed: every channel);

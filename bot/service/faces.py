@@ -9,6 +9,7 @@ from bot import messages
 from bot.errors import UserError
 from bot.intake import MAX_PHOTOS, normalized
 from bot.service.actors import Actor
+from bot.service.face_check import FaceCheck
 from bot.service.replies import Reply
 from bot.service.users import Users
 from storage import identities
@@ -27,14 +28,17 @@ class Faces:
         blobs: BlobStore,
         users: Users,
         max_identities: int,
+        face_check: FaceCheck,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.db, self.blobs, self.users = db, blobs, users
         self.max_identities, self.clock = max_identities, clock
+        self.face_check = face_check
 
     async def save(self, actor: Actor, name: str, photos: tuple[bytes, ...]) -> Reply:
         """Save (or replace) a face under a name; it becomes the default. A banned user, a bad name or a
-        full set of faces is refused before any photo is decoded."""
+        full set of faces is refused before any photo is decoded; then the user must have agreed to the
+        privacy notice, and the photos must show one usable face of one person."""
         name = name.strip().lower()
         if not name or len(name) > MAX_NAME or not all(c.isalnum() or c in "-_" for c in name):
             raise UserError(messages.BAD_FACE_NAME)
@@ -48,11 +52,18 @@ class Faces:
         existing = await self.db.read(identities.find, user_id=user.id or 0, name=name)
         if existing is None and await self.db.read(identities.count, user_id=user.id or 0) >= self.max_identities:
             raise UserError(messages.face_cap(self.max_identities))
-        # Every photo is decoded before any is stored: a bad one among them leaves no file behind.
+        self.face_check.require_consent(user)
+        # Every photo is decoded and checked before any is stored: a bad one among them leaves no file behind.
         normalized_photos = [await normalized(photo) for photo in photos]
+        found = await self.face_check.enroll(normalized_photos)
         keys = [await self.blobs.put(photo) for photo in normalized_photos]
         _identity, freed = await self.db.write(
-            identities.save, user_id=user.id or 0, name=name, photo_keys=keys, now=self.clock()
+            identities.save,
+            user_id=user.id or 0,
+            name=name,
+            photo_keys=keys,
+            now=self.clock(),
+            face_embeddings=found,
         )
         await self._delete_blobs(freed)
         return Reply(messages.face_saved(name, len(keys)))

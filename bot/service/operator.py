@@ -6,9 +6,11 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from bot import messages
 from bot.errors import OperatorError
+from bot.service.face_check import FaceEmbeddings, keep_embeddings
 from bot.service.replies import ReplyImage
 from bot.service.results import extension
 from engine.request import GenerationRequest
@@ -49,11 +51,14 @@ class OperatorJobs:
     ) -> None:
         self.db, self.blobs, self.router, self.queue, self.clock = db, blobs, router, queue, clock
 
-    async def submit(self, request: GenerationRequest, *, backend: str | None = None) -> str:
+    async def submit(
+        self, request: GenerationRequest, *, backend: str | None = None, face_embeddings: FaceEmbeddings = ()
+    ) -> str:
         """Queue the request, pinned to ``backend`` when one is named (no failover); returns the job id.
 
-        The request's faces must already be normalised photos. Raises OperatorError with one line when
-        no backend can take the request.
+        The request's faces must already be normalised photos (and checked, their ``face_embeddings`` kept
+        with the job to score its outputs). Raises OperatorError with one line when no backend can take the
+        request.
         """
         if backend is not None and backend not in self.router.backends:
             raise OperatorError(messages.unknown_backend(backend))
@@ -75,8 +80,14 @@ class OperatorJobs:
         )
         face_keys = [await self.blobs.put(face) for face in request.faces]
         job_id = f"cli-{uuid.uuid4().hex[:12]}"
+
+        def submit(*, session: Any, job: jobs.NewJob, now: float, daily_jobs_default: int) -> float:
+            queued = jobs.submit(session=session, job=job, now=now, daily_jobs_default=daily_jobs_default)
+            keep_embeddings(session, job_id=job.id, found=face_embeddings, source=None, now=now)
+            return queued
+
         await self.db.write(
-            jobs.submit,
+            submit,
             job=jobs.NewJob(
                 id=job_id,
                 user_id=user.id or 0,
@@ -117,6 +128,10 @@ class OperatorJobs:
                 )
             )
         return found
+
+    async def scores(self, job_id: str) -> list[tuple[float | None, str | None]]:
+        """Each output's likeness and the judge that scored it, in the order of ``outputs``."""
+        return [(image.likeness, image.judge) for image in await self.db.read(jobs.images_of, job_id=job_id)]
 
     async def written(self, job_id: str) -> None:
         """The outputs are on disk: the job is delivered."""

@@ -21,6 +21,7 @@ async def open_admin(settings: Settings) -> AsyncIterator[AdminService]:
             admin_role=settings.discord.admin_role,
             welcome_credits=settings.credits.new_user,
             worker_ttl_s=3 * settings.queue.heartbeat_s,
+            safety=settings.safety,
         )
     finally:
         await db.dispose()

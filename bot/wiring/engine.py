@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 
 from bot.settings import Settings
+from bot.wiring.faces import open_face_judge, open_safety_classifier
 from bot.wiring.store import check_blobs, open_blobs, open_database
 from engine.backend import Backend
 from engine.budget import BudgetGauges, BudgetGuard, Estimator, default_prices
@@ -21,6 +22,8 @@ from engine.catalogue import BACKEND_NAMES, LOCAL
 from engine.dispatch import Dispatcher
 from engine.events import ProgressHub, ProgressRelay
 from engine.fleet import FleetView, Registration, detect_gpu
+from engine.judge import FaceJudge
+from engine.judging import Judging
 from engine.metrics import Metrics
 from engine.providers.registry import build_provider_backends
 from engine.routing import Router
@@ -46,6 +49,7 @@ class EngineParts:
     metrics: Metrics
     notifier: Notifier
     fleet: FleetView
+    judge: FaceJudge | None = None  # checks face photos and scores results; None with the judge off
     _sending: set[asyncio.Task[None]] = dataclasses.field(default_factory=set)
 
     def job_queued(self) -> None:
@@ -135,6 +139,18 @@ async def open_engine(settings: Settings) -> AsyncIterator[EngineParts]:
             hub = ProgressHub()
             blobs = open_blobs(settings)
             await check_blobs(blobs)
+            judge = open_face_judge(settings)
+            renders = settings.dispatch.concurrency > 0
+            judging = Judging(
+                db,
+                blobs,
+                judge=judge,
+                settings=settings.judge,
+                safety=open_safety_classifier(settings, local=LOCAL in backends) if renders else None,
+                safety_settings=settings.safety,
+                hub=hub,
+                metrics=metrics,
+            )
             dispatcher = Dispatcher(
                 db,
                 blobs,
@@ -144,6 +160,7 @@ async def open_engine(settings: Settings) -> AsyncIterator[EngineParts]:
                 hub=hub,
                 worker_id=worker_id(),
                 metrics=metrics,
+                judging=judging,
             )
             notifier = notify.open_notifier(db)
             relay = ProgressRelay(hub, notifier, origin=dispatcher.worker_id)
@@ -156,7 +173,7 @@ async def open_engine(settings: Settings) -> AsyncIterator[EngineParts]:
             await notifier.start()
             relay.start()
             try:
-                yield EngineParts(settings, db, blobs, http, hub, router, dispatcher, metrics, notifier, fleet)
+                yield EngineParts(settings, db, blobs, http, hub, router, dispatcher, metrics, notifier, fleet, judge)
             finally:
                 await relay.close()
                 await notifier.close()

@@ -37,7 +37,12 @@ async def serve(parts: EngineParts, stop: asyncio.Event) -> None:
     """Serve the chat front ends around the dispatcher until ``stop`` is set, then close everything."""
     settings = parts.settings
     service = LikenessService(
-        db=parts.db, blobs=parts.blobs, router=parts.router, settings=settings, notify=parts.job_queued
+        db=parts.db,
+        blobs=parts.blobs,
+        router=parts.router,
+        settings=settings,
+        notify=parts.job_queued,
+        judge=parts.judge,
     )
     frontends = build_frontends(settings, service)
     # Where notifications announce finished jobs (PostgreSQL), the delivery poll is only a fallback.

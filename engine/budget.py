@@ -249,22 +249,28 @@ class BudgetGuard:
         return outcome.granted
 
     async def open_for(self, route: Iterable[str], request: GenerationRequest) -> bool:
-        """Whether some backend of the route could take the request within its budgets now (read only):
-        with none, a new job is refused before it is charged."""
+        """Whether some backend of the route could take the request within its budgets now: with none, a new
+        job is refused before it is charged, and the budgets that refused it count as reached."""
         names = list(route)
         if not self.limits or not names:
             return True
         now = self.clock.time()
+        spent: dict[str, Use] = {}
         for name in names:
             if not self.limited(name):
                 return True
             own, total = await self.db.read(budget.usage, backend=name, now=now)
             estimate = self.estimator.estimate(name, request)
-            if all(
-                self.limits.get(use.budget) is None or use.used_usd + estimate <= self.limits[use.budget] + 1e-9
+            over = [
+                Use(use.budget, use.spent_usd, use.held_usd, self.limits[use.budget])
                 for use in (own, total)
-            ):
+                if use.budget in self.limits and use.used_usd + estimate > self.limits[use.budget] + 1e-9
+            ]
+            if not over:
                 return True
+            spent.update((use.budget, use) for use in over)
+        for use in spent.values():
+            await self._reached(use, 100, now)
         return False
 
     def settled(self, job_id: str, backend: str, images: int, actual_usd: float) -> None:
@@ -301,9 +307,14 @@ class BudgetGuard:
                 continue
             # A refused hold means the budget cannot take another job today: it counts as reached.
             percent = 100.0 if outcome.refused_by == use.budget else share * 100
-            for threshold in THRESHOLDS:
-                if percent + 1e-9 >= threshold and await self.db.write(
-                    budget.reach, use=use, threshold=threshold, now=now
-                ):
-                    log.warning("%s budget reached %d%% ($%.2f of $%.2f)", use.budget, threshold, use.used_usd,
-                                use.limit_usd or 0.0)  # fmt: skip
+            reached = [threshold for threshold in THRESHOLDS if percent + 1e-9 >= threshold]
+            if reached:
+                await self._reached(use, max(reached), now)
+
+    async def _reached(self, use: Use, threshold: int, now: float) -> None:
+        """Note a threshold reached (once per budget and UTC day: the admins are told of the first note);
+        reaching 100 % reaches the lower thresholds too."""
+        for level in (t for t in THRESHOLDS if t <= threshold):
+            if await self.db.write(budget.reach, use=use, threshold=level, now=now):
+                log.warning("%s budget reached %d%% ($%.2f of $%.2f)", use.budget, level, use.used_usd,
+                            use.limit_usd or 0.0)  # fmt: skip

@@ -34,6 +34,8 @@ class Fakes:
 
     def env(self) -> dict[str, str]:
         return {
+            # Plain colour photos stand in for faces here; test_cli_generate_faces.py checks real ones.
+            "LIKENESS_JUDGE__ENABLED": "false",
             "LIKENESS_FAL__KEY": fal.KEY,
             "LIKENESS_FAL__BASE_URL": self.fal.url,
             "LIKENESS_REPLICATE__TOKEN": replicate.TOKEN,

@@ -38,6 +38,7 @@ class FalScript:
     error_message: str = "Failed to load the reference image"
     billable_units: bool = True
     output_ttl_s: float | None = None
+    output: bytes | None = None  # a JPEG to return (a face, say) instead of a plain swatch
 
 
 @dataclass
@@ -141,6 +142,8 @@ class FakeFal(FakeProvider):
         images = []
         for _ in range(count):
             data = tiny_image("jpeg", (16, 12), (0, 0, 0) if nsfw else (180, 140, 90))
+            if job.script.output is not None and not nsfw:
+                data = job.script.output
             if job.script.outcome is FalOutcome.DATA_URI:
                 url = "data:image/jpeg;base64," + base64.b64encode(data).decode()
             else:

@@ -161,6 +161,9 @@ async def test_a_fleet_routes_by_backend_shows_progress_waits_for_workers_and_dr
                 "LIKENESS_METRICS__ADDRESS": "",
                 "LIKENESS_LOG__FORMAT": "json",
                 "LIKENESS_LOG__LEVEL": "INFO",
+                # Plain colour photos stand in for faces: no face judge, no privacy notice to agree to.
+                "LIKENESS_JUDGE__ENABLED": "false",
+                "LIKENESS_PRIVACY__CONSENT": "false",
             }
         )
         upgrade = await asyncio.create_subprocess_exec(LIKENESS, "db", "upgrade", env=env)

@@ -36,6 +36,9 @@ async def test_service_logs_carry_job_ids_and_no_secrets(tmp_path: Path, fmt: st
                 "LIKENESS_METRICS__ADDRESS": "",
                 "LIKENESS_LOG__FORMAT": fmt,
                 "LIKENESS_LOG__LEVEL": "DEBUG",
+                # Plain colour photos stand in for faces: no face judge, no privacy notice to agree to.
+                "LIKENESS_JUDGE__ENABLED": "false",
+                "LIKENESS_PRIVACY__CONSENT": "false",
             }
         )
         log_path = tmp_path / "service.log"

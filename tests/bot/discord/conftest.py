@@ -149,6 +149,10 @@ def stack_settings(discord_server: FakeDiscord, fal_server: FakeFal, data_dir: P
         "route": ["fal-flux-pulid"],
         "metrics": {"address": ""},
         "admins": [],
+        # Plain colour photos stand in for faces here: the face judge and the privacy notice are tested with
+        # real photos in test_discord_faces.py.
+        "judge": {"enabled": False},
+        "privacy": {"consent": False},
         **overrides,
     }
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

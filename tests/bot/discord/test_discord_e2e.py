@@ -229,10 +229,13 @@ async def test_a_bad_attachment_gets_a_private_reply_and_costs_nothing(
         assert user is None or (user.credits, user.reserved) == (stack.settings.credits.new_user, 0)
 
 
-async def test_results_flagged_nsfw_are_spoilered_outside_nsfw_channels(stack: Stack) -> None:
+async def test_results_flagged_nsfw_are_spoilered_outside_nsfw_channels(
+    stack: Stack, make_settings: Callable[..., Settings]
+) -> None:
     fake = stack.discord
     stack.fal.script = FalScript(queue_ticks=0, run_ticks=0, outcome=FalOutcome.NSFW)
-    async with stack.serving():
+    # The spoiler policy (the default blocks them: test_discord_faces.py).
+    async with stack.serving(make_settings(safety={"policy": "spoiler"})):
         public = await imagine(stack)
         after_dark = await fake.slash(
             fake.alice,
@@ -327,7 +330,9 @@ async def test_forget_asks_first_and_history_is_private(stack: Stack) -> None:
         assert forget.ephemeral and forget.original is not None
         assert forget.original.custom_ids == ["fg:yes", "fg:no"]
         click = await fake.click(fake.alice, forget.original, "fg:yes")
-        await fake.wait_for(lambda: forget.original is not None and forget.original.content == messages.FORGOTTEN)
+        await fake.wait_for(
+            lambda: forget.original is not None and forget.original.content.startswith("Done. Deleted for good")
+        )
         assert forget.original.components == [] and click.callback_type == 6
         assert await stack.db.read(jobs.get, job_id=f"dc:{ix.id}") is None
 

@@ -106,6 +106,9 @@ def world_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "credits": {"new_user": WELCOME, "per_image": 1, "daily_jobs": 20},
         "queue": {"heartbeat_s": 0.05, "lease_s": 5},
         "max_identities": 2,
+        # The face judge and the privacy notice have tests of their own (test_face_checks.py); here plain
+        # colour photos stand in for faces.
+        "privacy": {"consent": False},
         **overrides,
     }
     return Settings(_env_file=None, **values)

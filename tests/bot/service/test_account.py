@@ -76,7 +76,8 @@ async def test_forget_asks_first_refuses_while_a_job_runs_then_deletes_everythin
     keys = [*job.face_keys, *identity.photo_keys, *(image.blob_key for image in images)]
     assert len(keys) == 3 and all([await world.blobs.exists(key) for key in keys])
 
-    assert (await account.forget_confirmed(ANN, True)).text == messages.FORGOTTEN
+    receipt = messages.forgotten(identities=1, photos=2, embeddings=0, results=1, history=1)
+    assert (await account.forget_confirmed(ANN, True)).text == receipt
     assert (await account.history(ANN)).text == messages.NO_HISTORY
     assert await world.service.faces.names(ANN) == []
     assert not any([await world.blobs.exists(key) for key in keys])

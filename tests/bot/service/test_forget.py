@@ -15,7 +15,8 @@ async def test_forget_clears_the_display_name_and_keeps_other_users(world: World
     await world.run_jobs()
     assert (await world.user(ANN)).display_name == ANN.display_name != ""
 
-    assert (await account.forget_confirmed(ANN, True)).text == messages.FORGOTTEN
+    receipt = messages.forgotten(identities=0, photos=1, embeddings=0, results=1, history=1)
+    assert (await account.forget_confirmed(ANN, True)).text == receipt
     assert (await world.user(ANN)).display_name == ""
     # Coming back does not bring the old name back: it was theirs to have deleted.
     await account.start(ANN)

@@ -151,6 +151,10 @@ def stack_settings(
         "fal": {"key": fal.KEY, "base_url": fake_fal.url},
         "queue": {"lease_s": 2, "heartbeat_s": 0.5},
         "dispatch": {"poll_s": 0.1},
+        # Plain colour photos stand in for faces here: the face judge and the privacy notice are tested with
+        # real photos in test_telegram_faces.py.
+        "judge": {"enabled": False},
+        "privacy": {"consent": False},
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

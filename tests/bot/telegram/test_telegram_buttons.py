@@ -45,7 +45,7 @@ async def test_in_a_group_only_the_asker_may_press_history_and_forget_buttons(tm
         assert "bob (1 photo)" in ((await s.reply_to(bob_private)).text or "")  # Bob's data was not deleted
 
         answered = s.telegram.press_button(ann, confirm, yes)
-        await s.telegram.wait_for(lambda: confirm.text == messages.FORGOTTEN, timeout=10)
+        await s.telegram.wait_for(lambda: (confirm.text or "").startswith("Done. Deleted for good"), timeout=10)
         await s.telegram.wait_for_callback_answer(answered)
         s.telegram.send_text(ann, group, "/history")
         assert (await s.reply_to(group)).text == messages.NO_HISTORY

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from bot.service.replies import Button
+from typing import Any
 
 
 class UserError(Exception):
     """Something a chat user can fix or should know; ``message`` is shown to them as it is, with ``buttons``
-    (such as agreeing to the privacy notice) where the front end can show them."""
+    (the service's ``Button`` values, such as agreeing to the privacy notice) where the front end can show them.
+    Typed loosely: this module is below the service, which the worker process never imports."""
 
-    def __init__(self, message: str, buttons: tuple[Button, ...] = ()) -> None:
+    def __init__(self, message: str, buttons: tuple[Any, ...] = ()) -> None:
         super().__init__(message)
         self.message = message
         self.buttons = buttons

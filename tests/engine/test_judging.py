@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from prometheus_client import generate_latest
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
@@ -25,6 +26,7 @@ from engine.events import JobProgress, ProgressHub, ProgressKind
 from engine.judge import DlibJudge, JudgeSettings, enroll
 from engine.judge.enrollment import Enrollment
 from engine.judging import Judging, provider_checked
+from engine.metrics import Metrics
 from engine.request import GenerationRequest
 from engine.routing import Router
 from engine.safety import POLICY_PARAM, SafetySettings, ViTSafetyClassifier
@@ -413,3 +415,17 @@ async def test_outputs_a_provider_checked_skip_the_classifier_and_the_default_po
     await world.run([local], safety=classifier, safety_settings=SafetySettings(policy="spoiler"))
     [(_data, _likeness, _judge, nsfw)] = await world.delivered("j16")
     assert nsfw
+
+
+def test_prometheus_shows_likeness_re_renders_and_flagged_outputs_per_backend() -> None:
+    metrics = Metrics()
+    metrics.likeness("fal-flux-pulid", 0.86)
+    metrics.likeness("fal-flux-pulid", 0.3)
+    metrics.likeness_retry("fal-flux-pulid")
+    metrics.unsafe_output(LOCAL, "block")
+    text = generate_latest(metrics.registry).decode()
+    assert 'likeness_output_likeness_bucket{backend="fal-flux-pulid",le="0.4"} 1.0' in text
+    assert 'likeness_output_likeness_bucket{backend="fal-flux-pulid",le="0.9"} 2.0' in text
+    assert 'likeness_output_likeness_count{backend="fal-flux-pulid"} 2.0' in text
+    assert 'likeness_likeness_retries_total{backend="fal-flux-pulid"} 1.0' in text
+    assert f'likeness_unsafe_outputs_total{{backend="{LOCAL}",policy="block"}} 1.0' in text

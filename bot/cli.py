@@ -69,6 +69,9 @@ def _parser() -> argparse.ArgumentParser:
     unban = admin.add_parser("unban")
     unban.add_argument("user")
     admin.add_parser("stats", help="today's jobs, success rate, spend, queue depth")
+    money = admin.add_parser("report", help="per day and backend: jobs, images, spend, credits charged and sold")
+    money.add_argument("--days", type=int, default=7, help="days back, today included (default 7)")
+    money.add_argument("--format", choices=["table", "csv", "json"], default="table")
     pause = admin.add_parser("pause", help="stop accepting new jobs everywhere")
     pause.add_argument("reason", nargs="*")
     admin.add_parser("resume")
@@ -94,6 +97,10 @@ async def _admin(settings: Settings, args: argparse.Namespace) -> str:
                     return await service.ban(SHELL_ACTOR, args.user, banned=False)
                 case "stats":
                     return await service.stats(SHELL_ACTOR)
+                case "report":
+                    from bot.service.report import formatted
+
+                    return formatted(await service.report(SHELL_ACTOR, days=args.days), args.format)
                 case "pause":
                     return await service.pause(SHELL_ACTOR, " ".join(args.reason))
                 case "resume":

@@ -15,14 +15,17 @@ from typing import Any, Literal, TypeVar
 
 from bot import messages
 from bot.errors import UserError
+from bot.service import report
 from bot.service.actors import SHELL, Actor
 from bot.service.safety import SafetyPolicies, policy_scope
 from engine.safety import SafetySettings
 from storage import audit, quota, scopes, stats, users, workers
+from storage import report as money
 from storage.db import Database
 from storage.jobs import cancel_all_of_user
 from storage.models import User
 from storage.quota import utc_day
+from storage.report import Report
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +187,16 @@ class AdminService:
         now = self.clock()
         collected = await self.db.read(stats.collect, since=_day_start(now))
         live = await self.db.read(workers.live, now=now, ttl_s=self.worker_ttl_s)
-        return messages.stats_text(collected) + "\n" + messages.workers_text(live, now)
+        today = report.as_table(await self.report(actor, days=1))
+        return "\n".join([messages.stats_text(collected), messages.workers_text(live, now), "Today by backend:", today])
+
+    async def report(self, actor: Actor, *, days: int = 7) -> Report:
+        """Per UTC day and backend, the last ``days`` days (today included): jobs, spend, charges, sales."""
+        self.require(actor)
+        if days < 1:
+            raise UserError(messages.BAD_NUMBER.format(what="Days", value=str(days)))
+        end = _day_start(self.clock()) + 86_400
+        return await self.db.read(money.collect, start=end - days * 86_400, end=end)
 
     async def pause(self, actor: Actor, reason: str = "", *, paused: bool = True) -> str:
         """Pause or resume new jobs in the actor's scope (a guild, or everywhere)."""

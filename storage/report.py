@@ -112,19 +112,19 @@ def collect(*, session: Connection, start: float, end: float) -> Report:
         entry.likeness_scored += int(row.scored)
 
     sales: dict[tuple[str, str], SalesDay] = {}
-    for row in session.execute(select(_p.at, _p.platform, _p.credits, _p.price).where(_p.at >= start, _p.at < end)):
-        key = (utc_day(row.at), row.platform)
-        sale = sales.setdefault(key, SalesDay(*key))
+    sold = select(_p.at, _p.platform, _p.credits, _p.price).where(_p.at >= start, _p.at < end)
+    for at, platform, credits, price in session.execute(sold):
+        sale = sales.setdefault((utc_day(at), platform), SalesDay(utc_day(at), platform))
         sale.purchases += 1
-        sale.credits_sold += int(row.credits)
-        sale.price += int(row.price)
-    for row in session.execute(
-        select(_p.refunded_at, _p.platform, _p.credits_removed).where(_p.refunded_at >= start, _p.refunded_at < end)
-    ):
-        key = (utc_day(row.refunded_at), row.platform)
-        sale = sales.setdefault(key, SalesDay(*key))
+        sale.credits_sold += int(credits)
+        sale.price += int(price)
+    refunded = select(_p.refunded_at, _p.platform, _p.credits_removed).where(
+        _p.refunded_at >= start, _p.refunded_at < end
+    )
+    for at, platform, removed in session.execute(refunded):
+        sale = sales.setdefault((utc_day(at), platform), SalesDay(utc_day(at), platform))
         sale.refunds += 1
-        sale.credits_refunded += int(row.credits_removed)
+        sale.credits_refunded += int(removed)
     return Report(
         start,
         end,

@@ -56,7 +56,8 @@ ADMIN_USAGE = (
     "/admin stats\n"
     "/admin pause [reason] · /admin resume\n"
     "/admin safety [block|spoiler|allow|default]\n"
-    "/admin refund <charge id> [force]"
+    "/admin refund <charge id> [force]\n"
+    "/admin images [images per day|off] (in a server or group)"
 )
 BAD_USER_REF = "Name a user as <platform>:<id> (telegram or discord), or a bare id on this platform."
 BAD_NUMBER = "{what} must be a whole number, got {value!r}."
@@ -848,6 +849,8 @@ DISCORD_DESCRIPTIONS = {
     "admin.channels.list": "Show the channels the bot answers in",
     "admin.safety": "What happens to results flagged unsafe in this server",
     "admin.safety.policy": "block, spoiler or allow; default goes back to the bot's setting",
+    "admin.images": "Cap the images this server's members render per day",
+    "admin.images.cap": "Images per day, or off",
     "privacy": N_("What is kept of your photos, for how long, and how to delete it"),
 }
 DISCORD_WORKING = N_("Working on it…")
@@ -1009,3 +1012,22 @@ CONFIRM = N_("Confirm")
 DECLINE = N_("Cancel")
 CONFIRM_GONE = N_("That request was confirmed, cancelled or has expired already.")
 DECLINED = N_("Cancelled: nothing was charged.")
+
+
+# --- per-scope image caps ------------------------------------------------------------------------
+def scope_cap_reached(cap: int) -> str:
+    return ngettext(
+        "This server or group has reached its limit of {count} image today. It resets at midnight UTC.",
+        "This server or group has reached its limit of {count} images today. It resets at midnight UTC.",
+        cap,
+    ).format(count=cap)
+
+
+IMAGE_CAP_WHERE = "Image caps are set in a Discord server or a Telegram group, by its admins."
+IMAGE_CAP_USAGE = "Use: /admin images <images per day|off>"
+
+
+def image_cap(where: str, cap: int | None, used: int) -> str:
+    if cap is None:
+        return f"No daily image cap {where}; {used} rendered today."
+    return f"Daily image cap {where}: {cap} images, {used} rendered today (resets at midnight UTC)."

@@ -12,9 +12,10 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.engine import Connection
 
-from storage import blob_refs, jobs
+from storage import blob_refs, jobs, scope_caps
 from storage import tables as t
 from storage.models import PendingJob
+from storage.scopes import GLOBAL_SCOPE
 
 _p = t.pending_jobs.c
 
@@ -24,9 +25,10 @@ def owner(job_id: str) -> str:
     return f"pending:{job_id}"
 
 
-def put(*, session: Connection, job: jobs.NewJob, now: float) -> None:
-    """Keep the job until its user confirms (again: the same id is kept once)."""
-    fields = dataclasses.asdict(job)
+def put(*, session: Connection, job: jobs.NewJob, now: float, scope: str = GLOBAL_SCOPE) -> None:
+    """Keep the job until its user confirms (again: the same id is kept once); ``scope`` is where its images
+    count against a daily cap when it is queued."""
+    fields = {**dataclasses.asdict(job), "scope": scope}
     session.execute(
         t.upsert_insert(session, t.pending_jobs)
         .values(id=job.id, user_id=job.user_id, cost=job.cost, job=fields, created_at=now)
@@ -58,9 +60,24 @@ def confirm(
         return False
     fields = {**pending.job, "reply_target": reply_target}
     job = jobs.NewJob(**{name: fields[name] for name in (f.name for f in dataclasses.fields(jobs.NewJob))})
-    jobs.submit(session=session, job=job, now=now, daily_jobs_default=daily_jobs_default)
+    submit_capped(
+        session=session,
+        job=job,
+        now=now,
+        daily_jobs_default=daily_jobs_default,
+        scope=str(fields.get("scope") or GLOBAL_SCOPE),
+    )
     blob_refs.release(session=session, owner=owner(job_id))  # the job holds its own references now
     return True
+
+
+def submit_capped(
+    *, session: Connection, job: jobs.NewJob, now: float, daily_jobs_default: int, scope: str = GLOBAL_SCOPE
+) -> float:
+    """``jobs.submit``, its images counted against ``scope``'s daily cap in the same transaction (raises
+    ScopeCapReached, like the submit's own refusals, with nothing written)."""
+    scope_caps.take(session=session, scope=scope, images=int(job.params.get("num_images") or 1), now=now)
+    return jobs.submit(session=session, job=job, now=now, daily_jobs_default=daily_jobs_default)
 
 
 def decline(*, session: Connection, job_id: str, user_id: int) -> list[str]:

@@ -283,6 +283,13 @@ async def admin_resume(interaction: Interaction) -> None:
     await frontend.answer_admin(interaction, lambda actor: frontend.service.admin.pause(actor, paused=False))
 
 
+@admin.command(name="images", description=DESCRIBE["admin.images"])
+@app_commands.describe(**_described("admin.images"))
+async def admin_images(interaction: Interaction, cap: str | None = None) -> None:
+    frontend = frontend_of(interaction)
+    await frontend.answer_admin(interaction, lambda actor: frontend.service.admin.images(actor, cap or ""))
+
+
 channels = app_commands.Group(name="channels", description=DESCRIBE["admin.channels"], parent=admin)
 
 

@@ -15,7 +15,9 @@ class Actor:
     chat_id: str | None = None  # Telegram chat or Discord channel
     guild_id: str | None = None  # Discord only
     roles: tuple[str, ...] = ()  # Discord role ids of the member in this guild, as Discord sent them
-    manages_guild: bool = False  # Discord: the member has Manage Server (or Administrator) in this guild
+    # Discord: the member has Manage Server (or Administrator) in this guild; Telegram: an administrator of this
+    # group, where the front end asked (only for the group's own settings)
+    manages_guild: bool = False
     locale: str | None = None  # the language the platform reports (Telegram language_code, Discord locale)
 
     @property

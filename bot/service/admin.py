@@ -19,7 +19,7 @@ from bot.service import report
 from bot.service.actors import SHELL, Actor
 from bot.service.safety import SafetyPolicies, policy_scope
 from engine.safety import SafetySettings
-from storage import audit, quota, scopes, stats, users, workers
+from storage import audit, quota, scope_caps, scopes, stats, users, workers
 from storage import report as money
 from storage.db import Database
 from storage.jobs import cancel_all_of_user
@@ -238,6 +238,34 @@ class AdminService:
             )
         current, own = await self.policies.in_force(scope)
         return messages.safety_policy(where, str(current), own)
+
+    async def images(self, actor: Actor, cap: str = "") -> str:
+        """Show or set ("off": none) how many images members may render per UTC day in the actor's Discord
+        server or Telegram group, whatever their credits; the scope's own admins may."""
+        scope = policy_scope(actor)
+        if scope == scopes.GLOBAL_SCOPE:
+            self.require(actor)
+            raise UserError(messages.IMAGE_CAP_WHERE)
+        # A Telegram group's administrators (as Telegram says, asked by the front end) manage its cap.
+        if not (actor.platform == "telegram" and actor.manages_guild):
+            self.require_scope(actor)
+        where = "in this server" if actor.guild_id else "in this chat"
+        cap = cap.strip().lower()
+        if cap:
+            value = None if cap == "off" else self._int("Images per day", cap)
+            if value is not None and value < 0:
+                raise UserError(messages.BAD_NUMBER.format(what="Images per day", value=cap))
+            await self._audited(
+                actor,
+                "images",
+                scope,
+                lambda session: scope_caps.set_cap(session=session, scope=scope, images=value, now=self.clock()),
+                images=value,
+            )
+        now = self.clock()
+        found = await self.db.read(scope_caps.cap_of, scope=scope)
+        used = await self.db.read(scope_caps.used_today, scope=scope, now=now)
+        return messages.image_cap(where, found, used)
 
     async def channels(self, actor: Actor, change: ChannelChange, channel_id: str) -> tuple[str, ...]:
         """Change or list the channels a guild's members may use the bot in (none listed: every channel);

@@ -17,7 +17,7 @@ from bot.service.estimates import Estimates
 from bot.service.face_check import FaceCheck, FaceEmbeddings, keep_embeddings
 from bot.service.options import checked_params, parse_prompt
 from bot.service.replies import Action, Button, Reply, ReplyTarget, Submitted
-from bot.service.safety import SafetyPolicies
+from bot.service.safety import SafetyPolicies, policy_scope
 from bot.service.styles import Styles
 from bot.service.users import Users
 from bot.settings import Settings
@@ -28,11 +28,12 @@ from engine.changes import CHANGES_PARAM, STRICT_PARAM, Change, changes, job_cha
 from engine.request import GenerationRequest
 from engine.routing import Plan, Refusal, Router
 from engine.safety import POLICY_PARAM
-from storage import blob_refs, delivery, embeddings, history, identities, jobs, pending, quota
+from storage import blob_refs, delivery, embeddings, history, identities, jobs, pending, quota, scopes
 from storage.blobs import BlobStore
 from storage.db import Database
 from storage.errors import DuplicateJob, QuotaRefused
 from storage.models import Job, User
+from storage.scope_caps import ScopeCapReached
 from storage.states import JobState
 
 log = logging.getLogger(__name__)
@@ -117,6 +118,7 @@ class Imagine:
             faces=(found, source),
             policy=str(policy),
             strict=strict,
+            scope=policy_scope(actor),
         )
 
     async def rerun(
@@ -151,6 +153,7 @@ class Imagine:
             faces=((), blob_refs.job_owner(parent.id)),
             policy=str(policy),
             strict=bool(parent.params.get(STRICT_PARAM)),
+            scope=policy_scope(actor),
         )
 
     async def confirm(self, actor: Actor, job_id: str, reply_target: ReplyTarget) -> Submitted:
@@ -168,6 +171,8 @@ class Imagine:
             )
         except QuotaRefused as refused:
             raise UserError(messages.refusal(refused)) from None
+        except ScopeCapReached as capped:
+            raise UserError(messages.scope_cap_reached(capped.cap)) from None
         except DuplicateJob:
             queued = False
         job = await self.db.read(jobs.get, job_id=job_id)
@@ -298,6 +303,7 @@ class Imagine:
         faces: tuple[FaceEmbeddings, str | None] = ((), None),
         policy: str | None = None,
         strict: bool = False,
+        scope: str = scopes.GLOBAL_SCOPE,
     ) -> Submitted:
         """Queue the job (or keep it for its user's confirmation) with its face embeddings: ``faces`` holds
         those just made, or the owner to copy them from."""
@@ -325,20 +331,25 @@ class Imagine:
         )
         if self._needs_confirmation(user, request, cost):
             # Nothing is reserved yet: the job is queued and charged only when its user confirms.
-            await self.db.write(_with_embeddings(pending.put, found, source), job=new_job, now=self.clock())
+            await self.db.write(
+                _with_embeddings(pending.put, found, source), job=new_job, now=self.clock(), scope=scope
+            )
             text = messages.confirm_cost(cost, user.credits - user.reserved, request.num_images)
             confirm = Button(messages.CONFIRM, Action.CONFIRM, job_id)
             decline = Button(messages.DECLINE, Action.DECLINE, job_id)
             return Submitted(job_id, Reply(text, (confirm, decline)), pending=True)
         try:
             await self.db.write(
-                _with_embeddings(jobs.submit, found, source),
+                _with_embeddings(pending.submit_capped, found, source),
                 job=new_job,
                 now=self.clock(),
                 daily_jobs_default=self.settings.credits.daily_jobs,
+                scope=scope,
             )
         except QuotaRefused as refused:
             raise UserError(messages.refusal(refused)) from None
+        except ScopeCapReached as capped:
+            raise UserError(messages.scope_cap_reached(capped.cap)) from None
         except DuplicateJob:
             existing = await self.db.read(jobs.get, job_id=job_id)
             assert existing is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import logging
@@ -13,6 +14,7 @@ from typing import Any
 from telegram import (
     CallbackQuery,
     Chat,
+    ChatMember,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
     InputMediaPhoto,
@@ -439,6 +441,10 @@ class TelegramFrontEnd:
                 text = await self.service.shop.refund(actor, charge_id, self._refund_stars)
             case "refund", [charge_id, "force"]:
                 text = await self.service.shop.refund(actor, charge_id, self._refund_stars, force=True)
+            case "images", []:
+                text = await admin.images(await self._group_admin(message, actor))
+            case "images", [cap]:
+                text = await admin.images(await self._group_admin(message, actor), cap)
             case _:
                 admin.require(actor)
                 text = messages.ADMIN_USAGE
@@ -501,6 +507,14 @@ class TelegramFrontEnd:
         )
         if reply is not None:  # None: this payment was credited before
             await self._answer(message, reply)
+
+    async def _group_admin(self, message: Message, actor: Actor) -> Actor:
+        """The actor, marked as managing this group when Telegram says they are one of its administrators."""
+        if message.chat.type not in (Chat.GROUP, Chat.SUPERGROUP):
+            return actor
+        member = await self.app.bot.get_chat_member(message.chat_id, int(actor.user_id))
+        manages = member.status in (ChatMember.OWNER, ChatMember.ADMINISTRATOR)
+        return dataclasses.replace(actor, manages_guild=manages)
 
     async def _refund_stars(self, user_id: str, charge_id: str) -> None:
         try:

@@ -50,3 +50,27 @@ async def test_a_spent_budget_refuses_new_jobs_uncharged_and_tells_the_admin_onc
         await s.reply_to(chat)
         await s.telegram.wait_for(lambda: s.telegram.waiting_polls > 0)
         assert [m.text for m in s.telegram.messages(admin_chat)] == [eighty.text, hundred.text]
+
+
+async def test_a_groups_administrator_caps_its_images_per_day(tmp_path: Path) -> None:
+    async with telegram_stack(tmp_path, **UNCHECKED) as s:
+        group = s.telegram.group("Portrait club")
+        owner, member = s.telegram.user("Olga"), s.telegram.user("Max")
+        s.telegram.make_admin(owner, group)
+        s.telegram.send_text(member, group, "/admin images 1")
+        assert (await s.reply_to(group)).text == messages.NOT_ADMIN
+        s.telegram.send_text(owner, group, "/admin images 1")
+        assert (await s.reply_to(group)).text == messages.image_cap("in this chat", 1, 0)
+
+        first = s.telegram.send_photo(member, group, face_photo(), caption="portrait")
+        await s.settled(f"tg:{group.id}:{first['message_id']}")
+        s.telegram.send_photo(owner, group, face_photo(), caption="mine too")
+        refused = await s.reply_to(group, lambda m: m.text == messages.scope_cap_reached(1))
+        assert refused.reply_to_message_id is not None
+        row = await s.user_row(owner)
+        assert row is not None and row.reserved == 0 and row.credits == 10
+        assert len(s.fal.requests("submit")) == 1
+        # In a private chat the group's cap does not apply.
+        home = s.telegram.private_chat(owner)
+        s.telegram.send_photo(owner, home, face_photo(), caption="at home")
+        await s.photo_result(home)

@@ -153,6 +153,7 @@ class FakeTelegram:
         self._open_queries: dict[str, JSON] = {}
         self._commands: dict[tuple[str, str], list[JSON]] = {}
         self.payments = Payments()
+        self._chat_admins: dict[int, list[int]] = {}  # group -> its administrators, its creator first
 
         handlers: dict[str, Callable[[Params], Awaitable[Any]]] = {
             "getMe": self._get_me,
@@ -176,6 +177,7 @@ class FakeTelegram:
             "sendInvoice": self._send_invoice,
             "answerPreCheckoutQuery": self._answer_pre_checkout_query,
             "refundStarPayment": self._refund_star_payment,
+            "getChatMember": self._get_chat_member,
             "setMyCommands": self._set_my_commands,
             "getMyCommands": self._get_my_commands,
             "deleteMyCommands": self._delete_my_commands,
@@ -398,6 +400,12 @@ class FakeTelegram:
         self._open_queries[query_id] = query
         self.inject_update("callback_query", query)
         return query_id
+
+    def make_admin(self, user: TgUser, chat: TgChat) -> None:
+        """``user`` becomes an administrator of the group (the first one made is its creator)."""
+        admins = self._chat_admins.setdefault(chat.id, [])
+        if user.id not in admins:
+            admins.append(user.id)
 
     def invoices(self, chat: TgChat | TgUser | int) -> list[Invoice]:
         """The invoices the bot sent to the chat, oldest first."""
@@ -843,6 +851,27 @@ class FakeTelegram:
             "file_path": stored.file_path,
         }
 
+    async def _get_chat_member(self, p: Params) -> JSON:
+        chat = self._target(p, counts=False)
+        user_id = p.integer("user_id", required=True)
+        if chat.type == "private":
+            if chat.id != user_id:
+                raise bad("user not found")
+            return {"status": "member", "user": chat.user.to_json() if chat.user else {"id": user_id}}
+        user: JSON = {"id": user_id, "is_bot": False, "first_name": "Member"}
+        admins = self._chat_admins.get(chat.id, [])
+        if admins and user_id == admins[0]:
+            return {"status": "creator", "user": user, "is_anonymous": False}
+        if user_id in admins:
+            rights = (
+                "can_manage_chat", "can_delete_messages", "can_manage_video_chats", "can_restrict_members",
+                "can_change_info", "can_invite_users", "can_post_stories", "can_edit_stories", "can_delete_stories",
+            )  # fmt: skip
+            granted: JSON = dict.fromkeys(rights, True)
+            return {"status": "administrator", "user": user, "can_be_edited": False, "is_anonymous": False,
+                    "can_promote_members": False, **granted}  # fmt: skip
+        return {"status": "member", "user": user}
+
     # -- payments
 
     async def _send_invoice(self, p: Params) -> JSON:
@@ -859,9 +888,7 @@ class FakeTelegram:
             }
         }
         record = self._bot_message(chat, p, "sendInvoice", content, markup, inline)
-        self.payments.invoices.append(
-            Invoice(chat.id, record.message_id, title, description, payload, currency, total)
-        )
+        self.payments.invoices.append(Invoice(chat.id, record.message_id, title, description, payload, currency, total))
         return record.raw
 
     async def _answer_pre_checkout_query(self, p: Params) -> bool:

@@ -36,6 +36,10 @@ def N_(text: str) -> str:  # gettext's own name for "translate when read", known
     return _Source(text)
 
 
+def NC_(context: str, text: str) -> str:  # N_ with a context: the same words can be translated apart
+    return text
+
+
 class _Translated(types.ModuleType):
     def __getattribute__(self, name: str) -> Any:
         value = super().__getattribute__(name)
@@ -304,9 +308,11 @@ HELP = N_(
     "• Send a photo with a caption: the caption is the prompt.\n"
     "• /imagine <prompt> renders with your saved face.\n"
     "• Options: --ar 3:4, --seed 42, --steps 20, --id-weight 0.9, --guidance 4, --n 2, --no <things to avoid>\n"
+    "• --style NAME applies a preset (/styles lists them); --strict refuses rather than render anything other "
+    "than asked; --mode fidelity|extreme-style (SDXL)\n"
     "• /face save <name> (with or replying to up to 4 photos), /face list, /face use <name>, "
     "/face delete <name>, /face delete-all\n"
-    "• /history, /quota, /cancel, /forget, /privacy\n"
+    "• /history (re-run or open a job), /quota, /cancel, /forget, /privacy, /language\n"
     "• /buy credits · /terms · /paysupport"
 )
 NOT_THIS_CHANNEL = N_("I don't take requests in this channel.")
@@ -431,6 +437,11 @@ def change_note(change: Change) -> str:
     return _("Note: the size becomes {given} instead of {asked}, the range {backend} renders.").format(
         given=change.given.replace("x", "×"), asked=change.asked.replace("x", "×"), backend=change.backend
     )
+
+
+def failover_note(backend: str, model: str) -> str:
+    """A failover to a backend of another model than the job was queued for."""
+    return _("Note: {backend} took over, so this renders with {model}.").format(backend=backend, model=model)
 
 
 def strict_refused(changes: Sequence[Change]) -> str:
@@ -805,6 +816,12 @@ DISCORD_DESCRIPTIONS = {
     "imagine.guidance": N_("How closely the prompt is followed"),
     "imagine.images": N_("How many images"),
     "imagine.negative": N_("What to keep out of the image"),
+    "imagine.style": N_("A style preset (/styles lists them)"),
+    "imagine.strict": N_("Refuse rather than render with another model, fewer photos or another size"),
+    "imagine.mode": N_("SDXL only: keep the face faithfully, or favour the style"),
+    "language": N_("The language I answer you in"),
+    "language.language": N_("A language, or the same as your Discord app"),
+    "styles": N_("List the style presets"),
     "face": N_("Your saved faces"),
     "face.save": N_("Save a face from up to 4 photos of one person"),
     "face.save.name": N_("A short name: letters, digits, - and _"),
@@ -853,6 +870,42 @@ DISCORD_DESCRIPTIONS = {
     "admin.images.cap": "Images per day, or off",
     "privacy": N_("What is kept of your photos, for how long, and how to delete it"),
 }
+# The users' command and option names, localized as Discord allows: lowercase letters, digits, - and _.
+DISCORD_NAME = "Discord name"  # the context of the names in the catalogs
+DISCORD_NAMES = (
+    NC_("Discord name", "imagine"),
+    NC_("Discord name", "face"),
+    NC_("Discord name", "save"),
+    NC_("Discord name", "list"),
+    NC_("Discord name", "use"),
+    NC_("Discord name", "delete"),
+    NC_("Discord name", "delete-all"),
+    NC_("Discord name", "history"),
+    NC_("Discord name", "quota"),
+    NC_("Discord name", "buy"),
+    NC_("Discord name", "cancel"),
+    NC_("Discord name", "forget"),
+    NC_("Discord name", "privacy"),
+    NC_("Discord name", "language"),
+    NC_("Discord name", "styles"),
+    NC_("Discord name", "help"),
+    NC_("Discord name", "prompt"),
+    NC_("Discord name", "photo"),
+    NC_("Discord name", "photo2"),
+    NC_("Discord name", "photo3"),
+    NC_("Discord name", "photo4"),
+    NC_("Discord name", "aspect"),
+    NC_("Discord name", "seed"),
+    NC_("Discord name", "steps"),
+    NC_("Discord name", "id_weight"),
+    NC_("Discord name", "guidance"),
+    NC_("Discord name", "images"),
+    NC_("Discord name", "negative"),
+    NC_("Discord name", "style"),
+    NC_("Discord name", "strict"),
+    NC_("Discord name", "mode"),
+    NC_("Discord name", "name"),
+)
 DISCORD_WORKING = N_("Working on it…")
 DISCORD_ALL_CHANNELS = "I answer in every channel of this server."
 DISCORD_SERVER_ONLY = N_("That works only in a server.")

@@ -24,6 +24,9 @@ SAFETY_POLICIES = frozenset({"block", "spoiler", "allow"})
 # Renders take seconds to minutes; the buckets span a fast provider to a job at its deadline.
 LATENCY_BUCKETS = (1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0)
 
+# A queue estimate's error, early (negative) or late, from seconds to the length of a long render.
+ETA_ERROR_BUCKETS = (-300.0, -120.0, -60.0, -30.0, -15.0, -5.0, 0.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0)
+
 BREAKER_VALUES = {"closed": 0, "half_open": 1, "half-open": 1, "open": 2}
 
 # Label values outside these sets are counted as "other", so a caller's mistake cannot blow up the
@@ -137,6 +140,12 @@ class Metrics:
             ["backend", "policy"],
             registry=self.registry,
         )
+        self._eta_error = Histogram(
+            "likeness_queue_eta_error_seconds",
+            "When a queued job's result came, less when its user was first told it would (negative: early).",
+            buckets=ETA_ERROR_BUCKETS,
+            registry=self.registry,
+        )
         self._store = _StoreCollector()
         self.registry.register(self._store)
 
@@ -168,6 +177,9 @@ class Metrics:
 
     def unsafe_output(self, backend: str, policy: str) -> None:
         self._unsafe.labels(backend=backend, policy=_known(policy, SAFETY_POLICIES)).inc()
+
+    def eta_error(self, seconds: float) -> None:
+        self._eta_error.observe(seconds)
 
     def observe_jobs(self, counts: JobCounts | None) -> None:
         """The latest job counts from the database; None when the database could not be read."""

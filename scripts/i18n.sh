@@ -12,7 +12,7 @@ POT=bot/locales/likeness.pot
 COMMON=(--width 120)
 
 "$PYBABEL" --quiet extract -F babel.cfg -o "$POT" --no-location --sort-output --project Likeness \
-  --msgid-bugs-address "" --copyright-holder "" --add-comments "Translators:" "${COMMON[@]}" .
+  --msgid-bugs-address "" --copyright-holder "" --add-comments "Translators:" -k "NC_:1c,2" "${COMMON[@]}" .
 
 if [ "${1:-}" = "init" ]; then
   "$PYBABEL" --quiet init -i "$POT" -d bot/locales -D likeness -l "${2:?usage: scripts/i18n.sh init LANG}" "${COMMON[@]}"

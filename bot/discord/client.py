@@ -23,7 +23,7 @@ class LikenessClient(discord.Client):
         # Slash commands and buttons need no privileged intent; guilds keeps channels and roles cached.
         super().__init__(intents=discord.Intents(guilds=True), guild_ready_timeout=guild_ready_timeout)
         self.frontend = frontend
-        self.tree: app_commands.CommandTree[LikenessClient] = app_commands.CommandTree(self)
+        self.tree: app_commands.CommandTree[LikenessClient] = LikenessTree(self)
         self._dynamic_items = tuple(dynamic_items)
 
     async def setup_hook(self) -> None:
@@ -32,6 +32,13 @@ class LikenessClient(discord.Client):
     async def on_entitlement_create(self, entitlement: discord.Entitlement) -> None:
         """Discord created an entitlement: a purchase in its store, credited at once."""
         await self.frontend.entitled(entitlement)
+
+
+class LikenessTree(app_commands.CommandTree["LikenessClient"]):
+    async def interaction_check(self, interaction: discord.Interaction[LikenessClient], /) -> bool:
+        """Before every command: it is answered in its user's language (their choice, else their client's)."""
+        await self.client.frontend.use_language(interaction)
+        return True
 
 
 def frontend_of(interaction: discord.Interaction[Any]) -> DiscordFrontEnd:

@@ -13,8 +13,11 @@ from discord import app_commands
 
 from bot import messages
 from bot.discord.client import LikenessClient, frontend_of
+from bot.i18n import LANGUAGES
 from bot.service.actors import Actor
 from bot.service.admin import ChannelChange
+from bot.service.language import AUTO
+from bot.service.options import MODES
 from bot.service.replies import Reply
 from engine.capabilities import Capabilities, Range
 from engine.catalogue import CAPABILITIES
@@ -93,13 +96,21 @@ async def _face_names(interaction: Interaction, current: str) -> list[app_comman
     return await frontend_of(interaction).face_choices(interaction, current)
 
 
+async def _style_names(interaction: Interaction, current: str) -> list[app_commands.Choice[str]]:
+    names = frontend_of(interaction).service.styles.names(current)
+    return [app_commands.Choice(name=name, value=name) for name in names][:25]
+
+
 # --- rendering -------------------------------------------------------------------------------------
 
 
 @app_commands.command(name="imagine", description=DESCRIBE["imagine"])
 @app_commands.describe(**_described("imagine"))
-@app_commands.choices(aspect=[app_commands.Choice(name=a, value=a) for a in ASPECTS])
-@app_commands.autocomplete(face=_face_names)
+@app_commands.choices(
+    aspect=[app_commands.Choice(name=a, value=a) for a in ASPECTS],
+    mode=[app_commands.Choice(name=m, value=m) for m in sorted(set(MODES.values()))],
+)
+@app_commands.autocomplete(face=_face_names, style=_style_names)
 async def imagine(
     interaction: Interaction,
     prompt: app_commands.Range[str, 1, messages.MAX_PROMPT],
@@ -112,6 +123,9 @@ async def imagine(
     guidance: app_commands.Range[float, RANGES.guidance[0], RANGES.guidance[1]] | None = None,
     images: app_commands.Range[int, RANGES.images[0], RANGES.images[1]] | None = None,
     negative: str | None = None,
+    style: str | None = None,
+    strict: bool | None = None,
+    mode: str | None = None,
 ) -> None:
     params = {
         "seed": seed,
@@ -120,6 +134,9 @@ async def imagine(
         "guidance": guidance,
         "num_images": images,
         "negative_prompt": negative,
+        "style": style,
+        "strict": strict or None,
+        "mode": mode,
     }
     await frontend_of(interaction).imagine(interaction, prompt, photo, face, aspect, params)
 
@@ -209,6 +226,34 @@ async def forget(interaction: Interaction) -> None:
     await frontend.answer_now(interaction, frontend.service.account.forget(frontend.actor(interaction)))
 
 
+@app_commands.command(name="privacy", description=DESCRIBE["privacy"])
+async def privacy(interaction: Interaction) -> None:
+    frontend = frontend_of(interaction)
+    await frontend.answer(interaction, frontend.service.account.privacy)
+
+
+@app_commands.command(name="language", description=DESCRIBE["language"])
+@app_commands.describe(**_described("language"))
+@app_commands.choices(
+    language=[
+        *(app_commands.Choice(name=name, value=code) for code, name in LANGUAGES.items()),
+        app_commands.Choice(name=messages.LANGUAGE_AUTO, value=AUTO),
+    ]
+)
+async def language(interaction: Interaction, language: str | None = None) -> None:
+    frontend = frontend_of(interaction)
+    languages = frontend.service.languages
+    await frontend.answer(
+        interaction, lambda actor: languages.choose(actor, language) if language else languages.show(actor)
+    )
+
+
+@app_commands.command(name="styles", description=DESCRIBE["styles"])
+async def styles(interaction: Interaction) -> None:
+    frontend = frontend_of(interaction)
+    await frontend.answer_now(interaction, frontend.service.styles.listing())
+
+
 @app_commands.command(name="help", description=DESCRIBE["help"])
 async def help_(interaction: Interaction) -> None:
     frontend = frontend_of(interaction)
@@ -283,6 +328,16 @@ async def admin_resume(interaction: Interaction) -> None:
     await frontend.answer_admin(interaction, lambda actor: frontend.service.admin.pause(actor, paused=False))
 
 
+@admin.command(name="safety", description=DESCRIBE["admin.safety"])
+@app_commands.describe(**_described("admin.safety"))
+@app_commands.choices(
+    policy=[app_commands.Choice(name=p, value=p) for p in (*messages.SAFETY_POLICIES, "default")],
+)
+async def admin_safety(interaction: Interaction, policy: str | None = None) -> None:
+    frontend = frontend_of(interaction)
+    await frontend.answer_admin(interaction, lambda actor: frontend.service.admin.safety(actor, policy or ""))
+
+
 @admin.command(name="images", description=DESCRIBE["admin.images"])
 @app_commands.describe(**_described("admin.images"))
 async def admin_images(interaction: Interaction, cap: str | None = None) -> None:
@@ -331,6 +386,9 @@ COMMANDS: tuple[app_commands.Command[Any, ..., None] | app_commands.Group, ...] 
     buy,
     cancel,
     forget,
+    privacy,
+    language,
+    styles,
     help_,
     admin,
 )

@@ -15,13 +15,13 @@ import aiohttp
 import discord
 from discord import app_commands
 
-from bot import messages
+from bot import i18n, messages
 from bot.discord import uploads
 from bot.discord.client import LikenessClient
 from bot.discord.commands import add_commands
 from bot.discord.endpoints import configured_endpoints
 from bot.discord.target import PLATFORM, DiscordTarget
-from bot.discord.views import ActionButton, view_for
+from bot.discord.views import ActionButton, MenuSelect, view_for
 from bot.errors import OperatorError, UserError
 from bot.frontend import DeliveryDeferred, DeliveryParts, Undeliverable
 from bot.intake import MAX_BYTES
@@ -56,7 +56,9 @@ class DiscordFrontEnd:
         assert settings.token is not None
         self.settings = settings
         self.service = service
-        self.client = LikenessClient(self, dynamic_items=(ActionButton,), guild_ready_timeout=GUILD_READY_TIMEOUT_S)
+        self.client = LikenessClient(
+            self, dynamic_items=(ActionButton, MenuSelect), guild_ready_timeout=GUILD_READY_TIMEOUT_S
+        )
         add_commands(self.client.tree)
         self.client.tree.error(self._tree_error)
         self._gateway: asyncio.Task[None] | None = None
@@ -112,7 +114,12 @@ class DiscordFrontEnd:
             guild_id=str(interaction.guild_id) if interaction.guild_id else None,
             roles=roles,
             manages_guild=member and interaction.permissions.manage_guild,
+            locale=interaction.locale.value,
         )
+
+    async def use_language(self, interaction: AnyInteraction) -> None:
+        """Answer this interaction in its user's language: their /language choice, else their client's."""
+        i18n.use(await self.service.users.language(self.actor(interaction)))
 
     @staticmethod
     def reply_target(interaction: AnyInteraction, status: int | None) -> DiscordTarget:
@@ -159,7 +166,7 @@ class DiscordFrontEnd:
     @staticmethod
     async def answer_now(interaction: AnyInteraction, reply: Reply) -> None:
         """A reply that needs no I/O, sent as the interaction's response."""
-        view = view_for(reply.buttons)
+        view = view_for(reply.buttons, reply.menu)
         if view is None:
             await interaction.response.send_message(reply.text, ephemeral=True)
         else:
@@ -285,20 +292,35 @@ class DiscordFrontEnd:
 
     async def on_button(self, interaction: AnyInteraction, action: Action, argument: str) -> None:
         try:
+            await self.use_language(interaction)
             await self._button(interaction, action, argument)
         except Exception as error:
             await self.report_error(interaction, error)
 
     async def _button(self, interaction: AnyInteraction, action: Action, argument: str) -> None:
         actor = self.actor(interaction)
-        if action in (Action.REROLL, Action.VARY):
+        if action in (Action.REROLL, Action.VARY, Action.RERUN):
             status = await self._acknowledge(interaction)
             target = self.reply_target(interaction, status)
             submitted = await self.service.imagine.rerun(actor, f"dc:{interaction.id}", action, argument, target)
             await self._show_status(interaction, submitted.reply)
             return
+        if action is Action.OPEN:  # the history menu's choice: the job shown again, privately
+            await interaction.response.defer(ephemeral=True, thinking=True)
+            reply = await self.service.account.open(actor, argument)
+            files = [_file(image, spoiler=image.nsfw) for image in reply.images[:MAX_FILES]]
+            view = view_for(reply.buttons)
+            if view is None:
+                await interaction.followup.send(reply.text, files=files, ephemeral=True)
+            else:
+                await interaction.followup.send(reply.text, files=files, view=view, ephemeral=True)
+            return
         # The rest change the message that holds the button.
         await interaction.response.defer()
+        if action is Action.LANGUAGE:
+            reply = await self.service.languages.choose(actor, argument)
+            await interaction.edit_original_response(content=reply.text, view=None)
+            return
         if action is Action.CONFIRM:
             # The message asking becomes the job's status message.
             held = interaction.message.id if interaction.message is not None else None
@@ -319,10 +341,13 @@ class DiscordFrontEnd:
         elif action is Action.FORGET:
             reply = await self.service.account.forget_confirmed(actor, argument == "yes")
             await interaction.edit_original_response(content=reply.text, view=None)
+        elif action is Action.PRIVACY:
+            reply = await self.service.account.accept_privacy(actor)
+            await interaction.edit_original_response(content=reply.text, view=None)
 
     @staticmethod
     async def _edit_original(interaction: AnyInteraction, reply: Reply) -> None:
-        await interaction.edit_original_response(content=reply.text, view=view_for(reply.buttons))
+        await interaction.edit_original_response(content=reply.text, view=view_for(reply.buttons, reply.menu))
 
     # --- errors -----------------------------------------------------------------------------------
 
@@ -332,8 +357,9 @@ class DiscordFrontEnd:
     async def report_error(self, interaction: AnyInteraction, error: BaseException) -> None:
         """The one error handler: a UserError's message, or a generic apology; always private."""
         cause = error.original if isinstance(error, app_commands.CommandInvokeError) else error
+        view = None
         if isinstance(cause, UserError):
-            text = cause.message
+            text, view = cause.message, view_for(cause.buttons)
         else:
             log.error("interaction %s failed", interaction.id, exc_info=cause)
             text = messages.INTERNAL_ERROR
@@ -342,14 +368,20 @@ class DiscordFrontEnd:
         response = interaction.response
         try:
             if not response.is_done():
-                await response.send_message(text, ephemeral=True)
+                if view is None:
+                    await response.send_message(text, ephemeral=True)
+                else:
+                    await response.send_message(text, view=view, ephemeral=True)
             elif response.type in (
                 discord.InteractionResponseType.deferred_message_update,
                 discord.InteractionResponseType.message_update,
             ):
-                await interaction.followup.send(text, ephemeral=True)
+                if view is None:
+                    await interaction.followup.send(text, ephemeral=True)
+                else:
+                    await interaction.followup.send(text, view=view, ephemeral=True)
             else:
-                await interaction.edit_original_response(content=text, view=None)
+                await interaction.edit_original_response(content=text, view=view)
         except discord.HTTPException:
             log.warning("could not tell the user about an error (interaction %s)", interaction.id, exc_info=True)
 

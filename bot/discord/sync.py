@@ -10,6 +10,7 @@ from discord import app_commands
 from bot.discord.commands import add_commands
 from bot.discord.endpoints import configured_endpoints
 from bot.discord.frontend import DiscordStartError
+from bot.discord.translator import CatalogTranslator
 from bot.settings import DiscordSettings
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,7 @@ async def sync_commands(settings: DiscordSettings, guild_id: int | None) -> int:
     client = discord.Client(intents=discord.Intents(guilds=True))
     tree: app_commands.CommandTree[discord.Client] = app_commands.CommandTree(client)
     add_commands(tree)
+    await tree.set_translator(CatalogTranslator())
     guild = discord.Object(guild_id) if guild_id is not None else None
     with configured_endpoints(settings.api_base, settings.gateway_url):
         try:

@@ -9,6 +9,7 @@ from typing import Any
 
 from bot import i18n, messages
 from bot.service.replies import Action, Button, Reply, ReplyImage
+from engine.changes import Change, job_changes
 from storage import delivery, jobs, users
 from storage.blobs import BlobStore
 from storage.db import Database
@@ -29,6 +30,9 @@ class JobTarget:
     job_id: str
     data: Mapping[str, Any] = field(repr=False)
     language: str = i18n.SOURCE  # of the job's user: what is shown there is in it
+    changes: tuple[Change, ...] = ()  # what rendering it changes of what was asked, told in its status
+    first: str | None = None  # the backend its route starts with
+    queued: bool = False  # still waiting in the queue
 
     @property
     def platform(self) -> str:
@@ -112,7 +116,18 @@ class Results:
         job = await self.db.read(jobs.get, job_id=job_id)
         if job is None or job.delivery_state != DeliveryState.NONE:
             return None
-        return JobTarget(job.id, job.reply_target, await self.language(job_id))
+        return JobTarget(
+            job.id,
+            job.reply_target,
+            await self.language(job_id),
+            job_changes(job.params),
+            job.route[0] if job.route else None,
+            job.state == JobState.QUEUED,
+        )
+
+    async def succeeded(self, job_id: str) -> bool:
+        job = await self.db.read(jobs.get, job_id=job_id)
+        return job is not None and job.state == JobState.SUCCEEDED
 
     async def shown(self, job: Job) -> Reply:
         """A finished job's result as it was delivered, to show it again (history's Open)."""

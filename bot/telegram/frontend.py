@@ -35,17 +35,18 @@ from telegram.ext import (
     ContextTypes,
     MessageHandler,
     PreCheckoutQueryHandler,
+    TypeHandler,
     filters,
 )
 from telegram.warnings import PTBDeprecationWarning
 
-from bot import messages
+from bot import i18n, messages
 from bot.errors import OperatorError, UserError
 from bot.frontend import DeliveryDeferred, DeliveryParts, Undeliverable
 from bot.intake import MAX_BYTES
 from bot.service.actors import Actor
 from bot.service.imagine import ImagineInput
-from bot.service.replies import Action, Button, Reply, ReplyImage
+from bot.service.replies import Action, Button, Menu, Reply, ReplyImage
 from bot.service.shop import STARS, RefundRefused
 from bot.service.use_cases import LikenessService
 from bot.settings import TelegramSettings, parse_address
@@ -64,13 +65,19 @@ NEW_MESSAGES = filters.UpdateType.MESSAGE
 # "from" is then a placeholder that many people share, so there is no one person to charge or answer for.
 ON_BEHALF_OF_CHAT = NEW_MESSAGES & filters.SenderChat.ALL
 # Buttons that act on whoever presses them; in a group anyone can press, so they carry who asked.
-OWNED_ACTIONS = (Action.HISTORY, Action.FORGET)
+OWNED_ACTIONS = (Action.HISTORY, Action.FORGET, Action.PRIVACY)
 Context = ContextTypes.DEFAULT_TYPE
 
 
 def _actor(user: User | None, chat: Chat | None) -> Actor:
     assert user is not None
-    return Actor(PLATFORM, str(user.id), user.full_name or "", chat_id=str(chat.id) if chat else None)
+    return Actor(
+        PLATFORM,
+        str(user.id),
+        user.full_name or "",
+        chat_id=str(chat.id) if chat else None,
+        locale=user.language_code,
+    )
 
 
 def _sender(message: Message) -> Actor:
@@ -83,11 +90,19 @@ def _reply_parameters(message_id: int | None) -> ReplyParameters | None:
     return ReplyParameters(message_id, allow_sending_without_reply=True) if message_id else None
 
 
-def _keyboard(buttons: tuple[Button, ...], owner: int | None = None) -> InlineKeyboardMarkup | None:
-    """The buttons in one row; ``owner`` is put into the data of buttons that act on whoever presses them."""
-    if not buttons:
+def _keyboard(
+    buttons: tuple[Button, ...], owner: int | None = None, menu: Menu | None = None
+) -> InlineKeyboardMarkup | None:
+    """A menu's entries as rows of their buttons, then the buttons by row; ``owner`` is put into the data of
+    buttons that act on whoever presses them."""
+    rows = [list(entry.buttons) for entry in menu.entries if entry.buttons] if menu is not None else []
+    for row in sorted({b.row for b in buttons}):
+        rows.append([b for b in buttons if b.row == row])
+    if not rows:
         return None
-    return InlineKeyboardMarkup([[InlineKeyboardButton(b.label, callback_data=_data(b, owner)) for b in buttons]])
+    return InlineKeyboardMarkup(
+        [[InlineKeyboardButton(b.label, callback_data=_data(b, owner)) for b in row] for row in rows]
+    )
 
 
 def _data(button: Button, owner: int | None) -> str:
@@ -143,12 +158,17 @@ class TelegramFrontEnd:
             "quota": self._quota,
             "cancel": self._cancel,
             "forget": self._forget,
+            "privacy": self._privacy,
             "admin": self._admin,
             "buy": self._buy,
+            "language": self._language,
+            "styles": self._styles,
             "terms": self._terms,
             "paysupport": self._paysupport,
         }
-        # Group -1 sees every update first and ends its handling there.
+        # Group -2 sees every update first: its user's language holds for the rest of its handling.
+        add(TypeHandler(Update, self._use_language), group=-2)
+        # Group -1 sees every update next and ends its handling there.
         add(CommandHandler(list(simple), self._refuse_chat_sender, filters=ON_BEHALF_OF_CHAT), group=-1)
         add(MessageHandler(ON_BEHALF_OF_CHAT & (filters.PHOTO | filters.Document.ALL), self._refuse_chat_sender), -1)
         # Channel posts and edits match none of these: they are left alone.
@@ -197,7 +217,7 @@ class TelegramFrontEnd:
         sent: Message = await self.app.bot.send_message(
             chat_id,
             reply.text,
-            reply_markup=_keyboard(reply.buttons, owner),
+            reply_markup=_keyboard(reply.buttons, owner, reply.menu),
             reply_parameters=_reply_parameters(reply_to),
         )
         return sent
@@ -286,7 +306,7 @@ class TelegramFrontEnd:
     async def show_progress(self, job_id: str, target: TelegramTarget, text: str) -> None:
         if not target.status_message_id:
             return
-        keyboard = _keyboard((Button("Cancel", Action.CANCEL, job_id),))
+        keyboard = _keyboard((Button(messages.CANCEL_BUTTON, Action.CANCEL, job_id),))
         try:
             await self.app.bot.edit_message_text(
                 text, chat_id=target.chat_id, message_id=target.status_message_id, reply_markup=keyboard
@@ -416,6 +436,10 @@ class TelegramFrontEnd:
         message = _message(update)
         await self._answer(message, self.service.account.forget(_sender(message)))
 
+    async def _privacy(self, update: Update, context: Context) -> None:
+        message = _message(update)
+        await self._answer(message, await self.service.account.privacy(_sender(message)))
+
     async def _admin(self, update: Update, context: Context) -> None:
         message = _message(update)
         actor = _sender(message)
@@ -437,6 +461,10 @@ class TelegramFrontEnd:
                 text = await admin.pause(actor, " ".join(reason))
             case "resume", []:
                 text = await admin.pause(actor, paused=False)
+            case "safety", []:
+                text = await admin.safety(actor)
+            case "safety", [policy]:
+                text = await admin.safety(actor, policy)
             case "refund", [charge_id]:
                 text = await self.service.shop.refund(actor, charge_id, self._refund_stars)
             case "refund", [charge_id, "force"]:
@@ -469,6 +497,24 @@ class TelegramFrontEnd:
                 STARS,
                 [LabeledPrice(invoice.title, invoice.stars)],
             )
+
+    async def _use_language(self, update: Update, context: Context) -> None:
+        """Answer this update in its user's language: their /language choice, else their app's."""
+        user = update.effective_user
+        if user is not None and not user.is_bot:
+            i18n.use(await self.service.users.language(_actor(user, update.effective_chat)))
+
+    async def _language(self, update: Update, context: Context) -> None:
+        message = _message(update)
+        actor = _sender(message)
+        if context.args:
+            reply = await self.service.languages.choose(actor, " ".join(context.args))
+        else:
+            reply = await self.service.languages.show(actor)
+        await self._answer(message, reply)
+
+    async def _styles(self, update: Update, context: Context) -> None:
+        await self._answer(_message(update), self.service.styles.listing())
 
     async def _terms(self, update: Update, context: Context) -> None:
         await self._answer(_message(update), self.service.shop.terms())
@@ -559,10 +605,32 @@ class TelegramFrontEnd:
         elif action is Action.HISTORY:
             page = int(argument) if argument.isdecimal() and len(argument) <= 6 else 0  # else forged: page one
             reply = await self.service.account.history(actor, page)
-            await _edit(message, reply.text, _keyboard(reply.buttons, query.from_user.id))
+            await _edit(message, reply.text, _keyboard(reply.buttons, query.from_user.id, reply.menu))
             await query.answer()
         elif action is Action.FORGET:
             reply = await self.service.account.forget_confirmed(actor, argument == "yes")
+            await _edit(message, reply.text, None)
+            await query.answer()
+        elif action is Action.LANGUAGE:
+            reply = await self.service.languages.choose(actor, argument)
+            await _edit(message, reply.text, None)
+            await query.answer()
+        elif action is Action.RERUN:
+            target = TelegramTarget(message.chat_id, message.message_id)
+            submitted = await self.service.imagine.rerun(actor, f"tg:cb:{query.id}", action, argument, target)
+            await query.answer()
+            if not submitted.duplicate:
+                status = await self._send(message.chat_id, submitted.reply, message.message_id)
+                await self.service.imagine.attach_status(submitted.job_id, target.with_status(status.message_id))
+        elif action is Action.OPEN:
+            reply = await self.service.account.open(actor, argument)
+            await query.answer()
+            if reply.images:
+                await DeliveryParts().send(self._image_messages(message.chat_id, reply, message.message_id))
+            else:
+                await self._send(message.chat_id, reply, message.message_id)
+        elif action is Action.PRIVACY:
+            reply = await self.service.account.accept_privacy(actor)
             await _edit(message, reply.text, None)
             await query.answer()
         elif action is Action.CONFIRM:
@@ -597,8 +665,9 @@ class TelegramFrontEnd:
         update_id: int | None = None,
     ) -> None:
         """A UserError's message, or a generic apology with the cause logged; as an alert for a button."""
+        buttons: tuple[Button, ...] = ()
         if isinstance(error, UserError):
-            text = error.message
+            text, buttons = error.message, error.buttons
         else:
             log.error("update %s failed", update_id, exc_info=error)
             text = messages.INTERNAL_ERROR
@@ -611,7 +680,7 @@ class TelegramFrontEnd:
                     if message is None:
                         raise
             if message is not None:
-                await self._answer(message, Reply(text))
+                await self._answer(message, Reply(text, buttons))
         except TelegramError:
             log.warning("could not tell the user about an error", exc_info=True)
 

@@ -9,7 +9,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from storage import blob_refs, retention
+from storage import blob_refs, pending, retention
 from storage.blobs import BlobStore
 from storage.db import Database
 
@@ -19,6 +19,8 @@ DAY_S = 86_400.0
 # Longer than any request takes from storing its photos (or a render its outputs) to the commit that
 # references them, so a blob on its way into use is never taken for an orphan.
 ORPHAN_GRACE_S = 6 * 3600.0
+# A costly job its user neither confirmed nor declined within this is dropped, its photos with it.
+UNCONFIRMED_TTL_S = DAY_S
 
 
 async def sweep(db: Database, blobs: BlobStore, *, days: float, now: float, batch: int = 200) -> int:
@@ -100,5 +102,9 @@ async def retention_loop(
             await sweep_orphans(db, blobs, now=now, grace_s=orphan_grace_s)
         except Exception:
             log.exception("orphan sweep failed")
+        try:
+            await _delete_unused(db, blobs, await db.write(pending.expire, before=now - UNCONFIRMED_TTL_S))
+        except Exception:
+            log.exception("dropping unconfirmed jobs failed")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=interval_s)

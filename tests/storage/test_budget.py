@@ -131,3 +131,16 @@ async def test_another_user_cannot_confirm_or_decline(db: Database) -> None:
     assert await db.read(pending.get, job_id="mine") is not None
     await db.write(pending.decline, job_id="mine", user_id=owner)
     assert await db.read(pending.get, job_id="mine") is None
+
+
+async def test_unconfirmed_jobs_expire_and_free_their_photos(db: Database) -> None:
+    user = await new_user(db, credits=10)
+    await db.write(
+        pending.put, job=jobs.NewJob(id="old", user_id=user, params={}, cost=2, face_keys=["k-old"]), now=NOON
+    )
+    await db.write(
+        pending.put, job=jobs.NewJob(id="new", user_id=user, params={}, cost=2, face_keys=["k-new"]), now=NOON + DAY
+    )
+    assert await db.write(pending.expire, before=NOON + 1) == ["k-old"]
+    assert await db.read(pending.get, job_id="old") is None
+    assert await db.read(pending.get, job_id="new") is not None

@@ -14,8 +14,7 @@ import types
 from collections.abc import Sequence
 from typing import Any
 
-from bot.i18n import SOURCE as SOURCE_LANGUAGE
-from bot.i18n import current as current_language
+from bot import i18n
 from bot.i18n import gettext as _
 from bot.i18n import ngettext
 from engine.capabilities import Choice, Problem, Range, Text
@@ -387,7 +386,7 @@ CANCELLED_REFUNDED = N_("Cancelled. Your credits were refunded.")
 
 def ordinal(number: int) -> str:
     """A place in line as the reader writes it: "3rd", "3-й", "3.", "3.º"."""
-    if current_language() == SOURCE_LANGUAGE:
+    if i18n.current() == i18n.SOURCE:
         suffix = "th" if 10 <= number % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(number % 10, "th")
         return f"{number}{suffix}"
     # Translators: an ordinal number, a place in a queue ("3rd" in English).

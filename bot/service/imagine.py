@@ -95,7 +95,7 @@ class Imagine:
             raise UserError(messages.TOO_MANY_PHOTOS.format(limit=MAX_PHOTOS))
         user = await self.users.of(actor)
         saved = None if given.photos else await self._saved_face(user, given.face)
-        plan = await self._check_route(request)
+        _fitted, plan, _changes = await self._fit(request, strict=strict)  # _submit fits the request itself
         await self._check_quota(user, request)
         found: FaceEmbeddings = ()
         if saved is None:

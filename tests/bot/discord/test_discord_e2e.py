@@ -10,6 +10,7 @@ from pydantic import SecretStr
 
 import bot.discord.frontend
 from bot import messages
+from bot.discord.commands import COMMANDS
 from bot.discord.frontend import DiscordStartError
 from bot.discord.sync import sync_commands
 from bot.intake import MAX_BYTES
@@ -355,16 +356,18 @@ async def test_an_unexpected_error_is_logged_and_the_user_gets_a_short_private_a
 
 async def test_sync_registers_the_commands_globally_or_for_one_guild(stack: Stack) -> None:
     fake = stack.discord
-    assert await sync_commands(stack.settings.discord, None) == 9
+    assert await sync_commands(stack.settings.discord, None) == len(COMMANDS)
     names = {c["name"]: c for c in fake.global_commands}
-    assert set(names) == {"imagine", "face", "history", "quota", "buy", "cancel", "forget", "help", "admin"}
+    assert set(names) == {c.name for c in COMMANDS} >= {"imagine", "face", "history", "language", "styles", "admin"}
+    assert names["imagine"]["name_localizations"]["de"] == "bild"  # the users' commands in their languages
+    assert "name_localizations" not in names["admin"] or not names["admin"]["name_localizations"]
     assert int(names["admin"]["default_member_permissions"]) == 32  # Manage Server
     assert names["admin"]["contexts"] == [0]  # guilds only
     steps = next(o for o in names["imagine"]["options"] if o["name"] == "steps")
     assert (steps["min_value"], steps["max_value"]) == (1, 100)  # the union of every backend's range
 
-    assert await sync_commands(stack.settings.discord, fake.guild.id) == 9
-    assert len(fake.guild_commands[fake.guild.id]) == 9
+    assert await sync_commands(stack.settings.discord, fake.guild.id) == len(COMMANDS)
+    assert len(fake.guild_commands[fake.guild.id]) == len(COMMANDS)
     assert fake.connections == []  # REST only
 
     with pytest.raises(DiscordStartError, match="LIKENESS_DISCORD__TOKEN"):
@@ -416,11 +419,11 @@ async def test_history_pages_with_buttons(stack: Stack) -> None:
         page = await fake.wait_for(
             lambda: history.original if history.original and history.original.custom_ids else None
         )
-        assert "page 1 of 2" in page.content and page.custom_ids == ["hi:1"]
+        assert "page 1 of 2" in page.content and page.custom_ids == ["menu:op", "hi:1"]
 
         await fake.click(fake.alice, page, "hi:1")
         await fake.wait_for(lambda: "page 2 of 2" in page.content)
-        assert "portrait number 0" in page.content and page.custom_ids == ["hi:0"]
+        assert "portrait number 0" in page.content and page.custom_ids == ["menu:op", "hi:0"]
 
 
 async def test_the_small_commands_answer_privately(stack: Stack) -> None:

@@ -22,7 +22,9 @@ from tests.fakes.discord.models import (
 from tests.fakes.discord.protocol import form_error
 from tests.fakes.discord.state import DiscordState
 
-_COMMAND_NAME = re.compile(r"^[-_a-z0-9]{1,32}$")
+# Discord's rule for command and option names: ^[-_\p{L}\p{N}\p{sc=Deva}\p{sc=Thai}]{1,32}$, in lowercase
+# where the script has case (Python's \w stands for the letters and digits).
+_COMMAND_NAME = re.compile(r"^(?=[^A-Z]*$)(?:[-_]|[^\W_]){1,32}$")
 
 
 def register_command(state: DiscordState, guild_id: int | None, raw: Json, index: int) -> Json:
@@ -36,6 +38,11 @@ def register_command(state: DiscordState, guild_id: int | None, raw: Json, index
             raise form_error(f"{index}.description", "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length.")
         if len(raw.get("options") or []) > 25:
             raise form_error(f"{index}.options", "BASE_TYPE_MAX_LENGTH", "Must be 25 or fewer in length.")
+        for locale, localized in (raw.get("name_localizations") or {}).items():
+            if not _COMMAND_NAME.match(str(localized)):
+                raise form_error(
+                    f"{index}.name_localizations.{locale}", "APPLICATION_COMMAND_INVALID_NAME", "Command name is invalid"
+                )
     command_id = state.command_ids.setdefault((guild_id, name), state.ids.next())
     stored: Json = {
         "id": str(command_id),
@@ -44,6 +51,9 @@ def register_command(state: DiscordState, guild_id: int | None, raw: Json, index
         "type": kind,
         "name": name,
         "description": description,
+        # Discord keeps the localizations as sent and shows each user the one for their client's locale.
+        "name_localizations": raw.get("name_localizations"),
+        "description_localizations": raw.get("description_localizations"),
         "options": raw.get("options") or [],
         "default_member_permissions": raw.get("default_member_permissions"),
         "nsfw": bool(raw.get("nsfw")),

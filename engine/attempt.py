@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from engine.backend import Backend, GenerationResult, ProviderRef, Stage
 from engine.budget import OverBudgetError
 from engine.clock import Clock
-from engine.errors import BackendError, PhotoMissingError
+from engine.errors import BackendError, FailureKind, PhotoMissingError, UnknownOutcomeError
 from engine.events import JobProgress, ProgressHub, ProgressKind
 from engine.gate import BackendGate, Step
 from engine.outcome import NoBackendError, RetryLater
@@ -22,6 +22,8 @@ from storage.models import Job
 
 log = logging.getLogger(__name__)
 
+SUBMITTING = "submitting"  # in a job's provider_ref: the attempt that is sending a submit to the backend named
+
 
 @dataclass
 class Attempt:
@@ -33,15 +35,36 @@ class Attempt:
     deadline_hit: bool = False
 
 
+def holder(job: Job) -> str | None:
+    """The backend whose provider holds, or may hold, the job's request: its id is stored, or a submit to it
+    was sent and no answer stored."""
+    ref = job.provider_ref or {}
+    return str(ref["backend"]) if "request_id" in ref or SUBMITTING in ref else None
+
+
+def accepted_ref(job: Job, backend: str) -> ProviderRef | None:
+    """The request ``backend`` accepted for the job, if its id is stored (not just a submit being sent)."""
+    ref = job.provider_ref
+    if not ref or ref.get("backend") != backend or "request_id" not in ref:
+        return None
+    return ProviderRef.from_json(ref)
+
+
 class AttemptProgress:
-    """The Progress a backend sees for one try: remembers its request id and publishes what it reports."""
+    """The Progress a backend sees for one try: remembers its request id and publishes what it reports.
+
+    Before a submit is sent, the job's ``provider_ref`` holds a marker naming the backend and the attempt
+    (``SUBMITTING``) until the request id replaces it. An attempt that finds an earlier attempt's marker knows
+    that attempt died between sending and storing the answer: the provider may hold (and bill) that request,
+    which nothing can find again, so the job is not sent a second time. A marker of this same attempt is a
+    submit the provider refused (an unknown outcome ends the attempt), which may be sent again.
+    """
 
     def __init__(self, renderer: Renderer, attempt: Attempt, backend: str) -> None:
         self._renderer = renderer
         self._attempt = attempt
         self._backend = backend
-        ref = attempt.job.provider_ref
-        self._resume = ProviderRef.from_json(ref) if ref and ref.get("backend") == backend else None
+        self._resume = accepted_ref(attempt.job, backend)
 
     @property
     def resume(self) -> ProviderRef | None:
@@ -50,6 +73,20 @@ class AttemptProgress:
     @property
     def abandoned(self) -> bool:
         return self._renderer.stopping() or self._attempt.lost
+
+    async def submitting(self) -> None:
+        job = self._attempt.job
+        ref = job.provider_ref or {}
+        if ref.get("backend") == self._backend and ref.get(SUBMITTING, job.attempt) != job.attempt:
+            raise UnknownOutcomeError(
+                f"{self._backend}: attempt {ref[SUBMITTING]} sent a submit and stopped before storing its answer; "
+                "the provider may have accepted and billed it, so it is not sent again"
+            )
+        marker = {"backend": self._backend, SUBMITTING: job.attempt}
+        job.provider_ref = marker
+        await self._renderer.db.write(
+            jobs.set_provider_ref, job_id=job.id, attempt=job.attempt, ref=marker, now=self._renderer.clock.time()
+        )
 
     async def submitted(self, ref: ProviderRef) -> None:
         job = self._attempt.job
@@ -106,12 +143,15 @@ class Renderer:
         if prefer in route:
             route.remove(prefer)
             route.insert(0, prefer)
-        # A request an earlier attempt already submitted is resumed on its backend before anything else.
-        resume_backend = (job.provider_ref or {}).get("backend")
-        if resume_backend in route:
-            route.remove(resume_backend)
-            route.insert(0, resume_backend)
-        candidates = self.router.candidates(request, route)
+        held = holder(job)
+        if held is not None and held in self.router.backends:
+            # A provider holds (or may hold) this job's request: it is resumed there or the job ends, whatever
+            # that backend's circuit says (resuming sends no submit). Another backend would render and bill the
+            # job a second time; only that provider ending the request itself lets the job move on.
+            others = self.router.candidates(request, [name for name in route if name != held])
+            candidates = [self.router.backends[held], *others]
+        else:
+            candidates = self.router.candidates(request, route)
         if not candidates:
             raise NoBackendError()
         last: BackendError | None = None
@@ -148,12 +188,12 @@ class Renderer:
         job = attempt.job
         budget = self.router.budget
         # A request the provider already has is paid for: it resumes whatever the budget says now.
-        resuming = (job.provider_ref or {}).get("backend") == backend.name
+        resuming = holder(job) == backend.name
         if budget is not None and not resuming and not await budget.hold(job.id, backend.name, request):
             raise _GiveUp(Step.FAIL_OVER, OverBudgetError(f"{backend.name} is over its daily budget"))
         if job.backend != backend.name:
             # A switch is recorded (and the old backend's request forgotten) at once; a first backend is
-            # recorded with its request id, or by the job's completion, saving a write per job.
+            # recorded with its submit, or by the job's completion, saving a write per job.
             if job.backend is not None:
                 await self.db.write(
                     jobs.set_backend, job_id=job.id, attempt=job.attempt, backend=backend.name, now=self.clock.time()
@@ -178,8 +218,15 @@ class Renderer:
                 async with gate.admit(resuming=progress.resume is not None):
                     result = await backend.generate(request, progress)
             except BackendError as exc:
+                accepted = accepted_ref(job, backend.name) is not None
+                if not accepted and exc.kind is not FailureKind.UNKNOWN_OUTCOME:
+                    await self._refused(job, backend.name)
                 verdict = gate.failed(
-                    exc, tries=tries, can_requeue=job.attempt < job.max_attempts, time_left_s=self._time_left(job)
+                    exc,
+                    tries=tries,
+                    can_requeue=job.attempt < job.max_attempts,
+                    time_left_s=self._time_left(job),
+                    accepted=accepted,
                 )
                 if verdict.circuit_opened:
                     log.error("%s is unusable (%s): circuit opened", backend.name, exc.kind, extra={"job_id": job.id})
@@ -198,6 +245,15 @@ class Renderer:
             if budget is not None:
                 budget.settled(job.id, backend.name, len(result.images), result.spend_usd)
             return result
+
+    async def _refused(self, job: Job, backend: str) -> None:
+        """The provider answered this attempt's submit with a refusal: it holds no request, so the marker of a
+        submit in flight goes (a later attempt may send one again)."""
+        if (job.provider_ref or {}).get(SUBMITTING) == job.attempt:
+            job.provider_ref = {"backend": backend}
+            await self.db.write(
+                jobs.set_provider_ref, job_id=job.id, attempt=job.attempt, ref=job.provider_ref, now=self.clock.time()
+            )
 
 
 class _DeadlinePassed(Exception):

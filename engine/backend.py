@@ -63,6 +63,12 @@ class Progress(Protocol):
         provider's request running, another process resumes it. Otherwise a cancelled ``generate`` cancels
         the request at the provider."""
 
+    async def submitting(self) -> None:
+        """Record that a submit is about to be sent, before sending it: until ``submitted`` stores its request
+        id, its outcome is unknown. Raises UnknownOutcomeError when an earlier attempt of the job sent one to
+        this backend and stopped (its process died) before storing the answer: the provider may hold and bill
+        that request, so it is never sent again."""
+
     async def submitted(self, ref: ProviderRef) -> None:
         """Record the provider's request id, in the database and for this process's later tries; must be
         awaited before waiting on the provider."""

@@ -142,24 +142,39 @@ class BackendGate:
             self._report_breaker()
 
     def failed(
-        self, error: BackendError, *, tries: int, can_requeue: bool, time_left_s: float | None = None
+        self,
+        error: BackendError,
+        *,
+        tries: int,
+        can_requeue: bool,
+        time_left_s: float | None = None,
+        accepted: bool = False,
     ) -> Verdict:
         """Count the failure of try number ``tries`` and decide what comes next. ``can_requeue``: the job
         has attempts left, so a long wait can be spent in the queue instead of here. ``time_left_s``: until
-        the job's deadline (None: it has none); no wait this decides reaches past it."""
+        the job's deadline (None: it has none); no wait this decides reaches past it.
+
+        ``accepted``: the provider holds the job's request (its id is stored). Another backend would then
+        render, and bill, the job a second time, so the job moves on only when the provider itself ended the
+        request (PROVIDER_FAILED); a passing failure resumes the same request, here or from the queue, whatever
+        the circuit says (resuming sends no submit); any other failure ends the job.
+        """
         self._metrics.provider_error(self.name, error.kind)
+        give_up = Step.STOP if accepted else Step.FAIL_OVER
         if error.kind in BACKEND_DOWN and self.breaker is not None:
             self.breaker.open(self._settings.out_of_credit_cooldown_s)
             self._report_breaker()
-            return Verdict(Step.FAIL_OVER, circuit_opened=True)
+            return Verdict(give_up, circuit_opened=True)
         if error.kind in USER_FAILURES or error.kind is FailureKind.UNKNOWN_OUTCOME:
             return Verdict(Step.STOP)
         if self.breaker is not None:
             self.breaker.failure()
             self._report_breaker()
-        if not isinstance(error, TransientError) or tries >= self._settings.tries_per_backend:
+        if not isinstance(error, TransientError):
+            return Verdict(Step.FAIL_OVER if error.kind is FailureKind.PROVIDER_FAILED else give_up)
+        if not accepted and tries >= self._settings.tries_per_backend:
             return Verdict(Step.FAIL_OVER)
-        if self.breaker is not None and not self.breaker.allows():
+        if not accepted and self.breaker is not None and not self.breaker.allows():
             return Verdict(Step.FAIL_OVER)
         delay = backoff_delay(
             tries,
@@ -171,7 +186,10 @@ class BackendGate:
         if time_left_s is not None and delay >= time_left_s:
             # The job would wait out its deadline with its credits held: this backend cannot serve it in
             # time. The next one may serve it now; with none left it fails, refunded, at once.
-            return Verdict(Step.FAIL_OVER)
+            return Verdict(give_up)
+        if accepted and tries >= self._settings.tries_per_backend:
+            # The request stays with the provider: the job resumes it from the queue, or ends.
+            return Verdict(Step.REQUEUE, delay) if can_requeue else Verdict(Step.STOP)
         if delay > self._settings.requeue_after_s and can_requeue:
             return Verdict(Step.REQUEUE, delay)
         return Verdict(Step.RETRY, delay)

@@ -379,10 +379,16 @@ class ProviderHttp:
             return output_image(decode_data_uri(ref), nsfw=nsfw)
         scheme, sep, _rest = ref.partition("://")
         if sep and scheme.lower() in ("http", "https"):
-            data = await self.call(
-                "GET", ref, what="output download", parse=lambda reply: reply.body, auth=False, expired=True
-            )
-            return output_image(data, nsfw=nsfw)
+
+            def image(reply: Reply) -> OutputImage:
+                # Bytes that are no image are an answer that cannot be read: downloaded again, as a garbled
+                # answer to any other idempotent call is, before the job is given up.
+                try:
+                    return output_image(reply.body, nsfw=nsfw)
+                except ProtocolError as exc:
+                    raise MalformedReplyError(f"{self.label} output download: {exc.detail}") from None
+
+            return await self.call("GET", ref, what="output download", parse=image, auth=False, expired=True)
         if sep:
             raise ProtocolError(f"{self.label} output URL is not http(s): {scheme[:20]}")
         return output_image(decode_base64(ref), nsfw=nsfw)

@@ -214,9 +214,10 @@ class RemoteBackend(ABC, Generic[SettingsT, DoneT]):
             arguments = await self.arguments(request)
             if self.synchronous:
                 await progress.update(Stage.RUNNING)
+            await progress.submitting()
             submitted = await self._submit(arguments)
             if not isinstance(submitted, ProviderRef):
-                return await self.collect(submitted, request)
+                return await self._collect_answer(submitted, request)
             ref = submitted
             await self._record(ref, progress)
         try:
@@ -241,8 +242,17 @@ class RemoteBackend(ABC, Generic[SettingsT, DoneT]):
         try:
             return await self.submit(arguments)
         except MalformedReplyError as exc:
-            # The provider took the job but we cannot follow it: never submit it again.
-            raise ProtocolError(f"{exc.detail}; the job was accepted and may be billed") from None
+            # The provider took the job but its answer cannot be followed: like a submit that got no answer,
+            # it is neither sent again nor sent to another backend.
+            raise UnknownOutcomeError(f"{exc.detail}; the job was accepted and may be billed") from None
+
+    async def _collect_answer(self, answer: DoneT, request: GenerationRequest) -> GenerationResult:
+        """A synchronous provider's answer: it did (and billed) the work, so an answer that cannot be read ends
+        the job as a submit without an answer does: never sent again, nor to another backend."""
+        try:
+            return await self.collect(answer, request)
+        except ProtocolError as exc:
+            raise UnknownOutcomeError(f"{exc.detail}; the job was accepted and may be billed") from None
 
     async def _record(self, ref: ProviderRef, progress: Progress) -> None:
         log.info("%s submitted request %s", self.name, ref.request_id)

@@ -1,8 +1,8 @@
 """A backend that follows a script, for tests that count submits and resumes without a provider fake.
 
 It keeps the contract a remote backend keeps (``engine.providers.remote``): a try without ``progress.resume``
-submits a new request and reports its id through ``progress.submitted`` before waiting on it; a try with
-``progress.resume`` waits on that request instead of submitting.
+announces its submit through ``progress.submitting``, submits a new request and reports its id through
+``progress.submitted`` before waiting on it; a try with ``progress.resume`` waits on that request instead.
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ class ScriptedBackend:
         step = self.script.pop(0) if self.script else Step()
         ref = progress.resume
         if ref is None:
+            await progress.submitting()
             if step.error is not None and step.at is At.SUBMIT:
                 self.refused += 1
                 raise step.error

@@ -8,19 +8,21 @@ from pathlib import Path
 
 import pytest
 
-from engine.backend import GenerationResult, Progress
+from engine.attempt import Attempt, AttemptProgress, Renderer
+from engine.backend import GenerationResult, Progress, ProviderRef
 from engine.clock import SYSTEM_CLOCK
-from engine.errors import FailureKind, ProviderFailedError, TransientError
+from engine.dispatch import Dispatcher
+from engine.errors import FailureKind, ProtocolError, ProviderFailedError, TransientError
 from engine.gate import BreakerState
 from engine.request import GenerationRequest
 from storage import jobs
 from storage.blobs import blob_key
 from storage.db import Database
 from storage.states import DeliveryState, JobState
-from tests.engine.dispatch_harness import FACE, harness
+from tests.engine.dispatch_harness import FACE, Harness, harness
 from tests.engine.scripted_backend import At, ScriptedBackend, Step
 from tests.fakes.fal import FalOutcome, FalScript
-from tests.fakes.providers_common import Fault
+from tests.fakes.providers_common import Fault, malformed_json
 from tests.fakes.replicate import ReplicateOutcome, ReplicateScript
 from tests.storage.ledger_helpers import credits_of, drift, new_user
 from tests.virtual_clock import ManualClock
@@ -318,6 +320,101 @@ async def test_failing_over_after_a_submit_starts_a_new_request_on_the_next_back
         assert job.state == JobState.SUCCEEDED and job.backend == "second"
         assert first.submitted == ["first-1"] and second.submitted == ["second-1"] and second.resumed == []
         assert job.provider_ref is not None and job.provider_ref["request_id"] == "second-1"
+
+
+async def test_a_failure_after_the_provider_took_the_job_is_not_failed_over(db: Database, tmp_path: Path) -> None:
+    async with harness(db, tmp_path) as h:
+        user = await new_user(db, credits=3)
+        first = ScriptedBackend("first", script=[Step(ProtocolError("the output is no image"))])
+        second = ScriptedBackend("second")
+        await h.submit("j1", user)
+        await h.drain(h.dispatcher(["first", "second"], backends={"first": first, "second": second}))
+        job = await h.job("j1")
+        assert job.state == JobState.FAILED and job.error == FailureKind.PROTOCOL
+        assert first.submitted == ["first-1"] and second.submitted == []  # the job is billed once, at most
+        assert await credits_of(db, user) == (3, 0)
+
+
+async def test_passing_failures_after_the_provider_took_the_job_resume_it_from_the_queue(
+    db: Database, tmp_path: Path
+) -> None:
+    async with harness(db, tmp_path) as h:
+        user = await new_user(db, credits=3)
+        first = ScriptedBackend("first", script=[Step(TransientError("503 while polling"))] * 2)
+        second = ScriptedBackend("second")
+        await h.submit("j1", user)
+        dispatcher = h.dispatcher(
+            ["first", "second"], backends={"first": first, "second": second}, tries_per_backend=2, breaker_threshold=1
+        )
+        await h.drain(dispatcher)
+        assert (await h.job("j1")).state == JobState.QUEUED  # back in the queue, its request kept
+        h.clock.advance(60)
+        await h.drain(dispatcher)
+        job = await h.job("j1")
+        assert job.state == JobState.SUCCEEDED and job.attempt == 2 and job.backend == "first"
+        assert first.submitted == ["first-1"] and first.resumed == ["first-1"] * 2 and second.submitted == []
+        assert await credits_of(db, user) == (2, 0)
+
+
+async def test_a_malformed_answer_to_submit_is_neither_sent_again_nor_failed_over(db: Database, tmp_path: Path) -> None:
+    async with harness(db, tmp_path) as h:
+        user = await new_user(db, credits=10)
+        h.fal.fail("submit", malformed_json())
+        await h.submit("j1", user)
+        await h.drain(h.dispatcher(["fal-flux-pulid", "replicate-flux-pulid"]))
+        job = await h.job("j1")
+        assert job.state == JobState.FAILED and job.error == FailureKind.UNKNOWN_OUTCOME
+        assert len(h.fal.requests("submit")) == 1 and h.replicate.requests() == []
+        assert await credits_of(db, user) == (10, 0)
+
+
+async def dead_attempt(h: Harness, dispatcher: Dispatcher, backend: str, ref: ProviderRef | None = None) -> None:
+    """Attempt 1 of the queued job, by a worker that died after sending a submit to ``backend`` (and, given
+    ``ref``, after storing the provider's answer); its lease then runs out."""
+    job = await h.db.write(jobs.claim, worker="dead", lease_s=30, running_cap=10, now=h.clock.time())
+    assert job is not None
+    renderer = Renderer(
+        h.db, h.blobs, dispatcher.router, dispatcher.gates, hub=h.hub, clock=h.clock, stopping=lambda: False
+    )
+    progress = AttemptProgress(renderer, Attempt(job), backend)
+    await progress.submitting()
+    if ref is not None:
+        await progress.submitted(ref)
+    h.clock.advance(31)
+    assert await h.db.write(jobs.expire_leases, now=h.clock.time()) == [job.id]
+
+
+async def test_a_submit_whose_worker_died_before_storing_the_answer_is_never_sent_again(
+    db: Database, tmp_path: Path
+) -> None:
+    async with harness(db, tmp_path) as h:
+        user = await new_user(db, credits=2)
+        await h.submit("j1", user)
+        dispatcher = h.dispatcher(["fal-flux-pulid", "replicate-flux-pulid"])
+        await dead_attempt(h, dispatcher, "fal-flux-pulid")  # the provider may have taken and billed it
+        await h.drain(dispatcher)
+        job = await h.job("j1")
+        assert job.state == JobState.FAILED and job.error == FailureKind.UNKNOWN_OUTCOME and job.attempt == 2
+        assert h.fal.requests() == [] and h.replicate.requests() == []  # neither again nor elsewhere
+        assert await credits_of(db, user) == (2, 0)
+        assert await drift(db) == []
+
+
+async def test_a_request_a_provider_holds_is_resumed_there_even_with_its_circuit_open(
+    db: Database, tmp_path: Path
+) -> None:
+    async with harness(db, tmp_path) as h:
+        user = await new_user(db, credits=2)
+        first, second = ScriptedBackend("first"), ScriptedBackend("second")
+        await h.submit("j1", user)
+        dispatcher = h.dispatcher(["first", "second"], backends={"first": first, "second": second})
+        await dead_attempt(h, dispatcher, "first", ProviderRef("first", "first-1"))
+        dispatcher.router.breakers["first"].open(600)  # this worker saw the backend failing
+        await h.drain(dispatcher)
+        job = await h.job("j1")
+        assert job.state == JobState.SUCCEEDED and job.backend == "first" and job.attempt == 2
+        assert first.resumed == ["first-1"] and first.submitted == [] and second.submitted == []
+        assert await credits_of(db, user) == (1, 0)
 
 
 async def test_a_face_photo_gone_from_the_store_fails_the_job_without_a_backend(db: Database, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from engine.errors import (
     InvalidInputError,
     NoFaceError,
     OutOfCreditError,
+    OutputExpiredError,
     ProtocolError,
     ProviderFailedError,
     TransientError,
@@ -154,6 +155,35 @@ def test_a_circuit_that_opens_during_retries_fails_over_at_once() -> None:
     assert metrics.breakers == [("fal-flux-pulid", "closed"), ("fal-flux-pulid", "open")]
     backend.succeeded()
     assert breaker.state is BreakerState.CLOSED and metrics.breakers[-1] == ("fal-flux-pulid", "closed")
+
+
+def test_a_request_the_provider_holds_is_resumed_through_an_open_circuit_then_from_the_queue() -> None:
+    clock = VirtualClock(jitter=1.0)
+    backend, breaker = gate(clock, breaker_threshold=1, tries_per_backend=3)
+    error = TransientError("503 while polling")
+    # The circuit guards new submits; resuming a request the provider already has sends none.
+    assert backend.failed(error, tries=1, can_requeue=True, accepted=True) == Verdict(Step.RETRY, 1.0)
+    assert breaker.state is BreakerState.OPEN
+    assert backend.failed(error, tries=2, can_requeue=True, accepted=True) == Verdict(Step.RETRY, 2.0)
+    # Out of tries here: back to the queue to resume the same request later, or the job ends; never elsewhere.
+    assert backend.failed(error, tries=3, can_requeue=True, accepted=True) == Verdict(Step.REQUEUE, 4.0)
+    assert backend.failed(error, tries=3, can_requeue=False, accepted=True) == Verdict(Step.STOP)
+    assert backend.failed(error, tries=1, can_requeue=True, time_left_s=0.5, accepted=True) == Verdict(Step.STOP)
+
+
+@pytest.mark.parametrize(
+    ("error", "step"),
+    [
+        (ProtocolError("output is no image"), Step.STOP),
+        (OutputExpiredError("gone"), Step.STOP),
+        (AuthError("401 while polling"), Step.STOP),
+        (ProviderFailedError("the provider says the job failed"), Step.FAIL_OVER),
+    ],
+)
+def test_after_the_provider_took_the_job_only_its_own_failure_lets_it_move_on(error: BackendError, step: Step) -> None:
+    # Another backend would render and bill the job a second time while the provider may still finish it.
+    backend, _ = gate(VirtualClock())
+    assert backend.failed(error, tries=1, can_requeue=True, accepted=True).step is step
 
 
 async def test_slots_bound_the_tries_in_flight() -> None:

@@ -326,10 +326,14 @@ class RecordingProgress:
         self.refs: list[Any] = []
         self.updates: list[tuple[str, int | None]] = []
         self.abandoned = False
+        self.submits = 0  # submits the backend announced before sending them
 
     @property
     def resume(self) -> Any:
         return self._resume
+
+    async def submitting(self) -> None:
+        self.submits += 1
 
     async def submitted(self, ref: Any) -> None:
         self.refs.append(ref)

@@ -31,6 +31,9 @@ class RecordingProgress:
     def resume(self) -> ProviderRef | None:
         return None
 
+    async def submitting(self) -> None:
+        raise AssertionError("a local render sends no submit")
+
     async def submitted(self, ref: ProviderRef) -> None:
         raise AssertionError("a local render has no provider request")
 

@@ -176,12 +176,21 @@ async def test_poll_hang_is_retried(kit: Kit) -> None:
 
 
 @every
-async def test_malformed_answer_to_submit_is_a_protocol_error_never_resent(kit: Kit) -> None:
+async def test_malformed_answer_to_submit_is_an_unknown_outcome_never_resent(kit: Kit) -> None:
     kit.fake.fail(kit.submit_route, malformed_json())
-    with pytest.raises(ProtocolError) as caught:
-        await kit.backend().generate(kit.request(), RecordingProgress())
+    progress = RecordingProgress()
+    with pytest.raises(UnknownOutcomeError) as caught:
+        await kit.backend().generate(kit.request(), progress)
     assert "billed" in caught.value.detail
     assert kit.submits() == 1 and kit.polls() == 0
+    assert progress.submits == 1 and progress.refs == []  # announced before it was sent, never answered
+
+
+@polled
+async def test_a_download_that_is_no_image_is_fetched_again(kit: Kit) -> None:
+    kit.fake.fail("cdn", Fault(status=200, text="<html><body>Service busy</body></html>", content_type="text/html"))
+    assert (await kit.backend().generate(kit.request(), RecordingProgress())).images
+    assert len(kit.fake.requests("cdn")) == 2 and kit.submits() == 1
 
 
 @polled

@@ -7,7 +7,7 @@ import pytest
 from pydantic import SecretStr
 
 from engine.backend import Stage
-from engine.errors import AuthError, BackendError, NoFaceError, ProtocolError, TransientError
+from engine.errors import AuthError, BackendError, NoFaceError, TransientError, UnknownOutcomeError
 from engine.providers.replicate import ReplicateFluxPulidBackend
 from engine.providers.segmind import SegmindFluxPulidBackend
 from engine.providers.settings import ReplicateSettings, SegmindSettings
@@ -101,9 +101,10 @@ async def test_json_answers(backend: SegmindFluxPulidBackend, fake_segmind: Fake
     [
         (Fault(status=500, json={"error": "Internal server error"}), TransientError),
         (html_page(502), TransientError),
-        (html_page(200), ProtocolError),
-        (Fault(status=200, body=b"", content_type="image/jpeg"), ProtocolError),
-        (Fault(status=200, body=tiny_image("jpeg", (64, 64))[:120], content_type="image/jpeg"), ProtocolError),
+        # Taken and billed, but unreadable: ended as an unknown outcome, sent neither again nor elsewhere.
+        (html_page(200), UnknownOutcomeError),
+        (Fault(status=200, body=b"", content_type="image/jpeg"), UnknownOutcomeError),
+        (Fault(status=200, body=tiny_image("jpeg", (64, 64))[:120], content_type="image/jpeg"), UnknownOutcomeError),
         (Fault(status=200, json={"error": "No face detected in the image"}), NoFaceError),
         (Fault(status=403, json={"error": "Forbidden"}), AuthError),
     ],

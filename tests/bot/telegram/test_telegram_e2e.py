@@ -212,7 +212,7 @@ async def test_album_counts_as_one_identity_and_history_pages(tmp_path: Path) ->
         s.telegram.send_text(user, chat, "/forget")
         confirm = await s.reply_to(chat)
         s.telegram.press_button(user, confirm, confirm.buttons[0]["callback_data"])
-        await s.telegram.wait_for(lambda: "deleted" in (confirm.text or ""), timeout=10)
+        await s.telegram.wait_for(lambda: "Deleted for good" in (confirm.text or ""), timeout=10)
         s.telegram.send_text(user, chat, "/history")
         assert "haven't rendered anything" in ((await s.reply_to(chat)).text or "")
 

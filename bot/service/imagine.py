@@ -255,9 +255,14 @@ class Imagine:
         def made(backend: str) -> tuple[Change, ...]:
             return changes(request, preferred=preferred, chosen=backend, capabilities=self.router.capabilities)
 
-        first = made(plan.route[0])
+        # Where a fleet plans the route it holds the live backends; else this process's own are checked.
+        up = set(plan.route) if self.router.fleet is not None else set(self.router.available())
+        capable = [
+            name for name in plan.route if name in up and not self.router.capabilities(name).check(name, request)
+        ]
+        first = made(capable[0]) if capable else ()
         if strict and first:
-            exact = tuple(backend for backend in plan.route if not made(backend))
+            exact = tuple(backend for backend in capable if not made(backend))
             if not exact:
                 raise UserError(messages.strict_refused(first))
             return request, replace(plan, route=exact), ()

@@ -7,6 +7,7 @@ exactly once by its charge id (``storage.purchases``).
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import time
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 STARS = "XTR"  # Telegram Stars: invoices in it need no payment provider
 SKU = "SKU"  # the currency recorded for a Discord purchase: Discord keeps the price
 RECENT_PURCHASES = 3
+CREDIT_RETRY_S = (1.0, 3.0, 10.0)  # waits before crediting a payment again after the database failed
 
 
 @dataclass(frozen=True)
@@ -117,21 +119,33 @@ class Shop:
         if credits is None:  # not an invoice of ours: the money arrived all the same, so the admins must look
             log.error("payment %s with an unknown payload %r: not credited", charge_id, payload[:64])
             return Reply(messages.PACK_GONE)
-        user = await self.users.of(actor)
-        credited: Credited = await self.db.write(
-            purchases.credit,
-            purchase=NewPurchase(
-                platform=actor.platform,
-                charge_id=charge_id,
-                user_id=user.id or 0,
-                credits=credits,
-                price=amount,
-                currency=currency,
-                product=payload[:64],
-                provider_charge_id=provider_charge_id,
-            ),
-            now=self.clock(),
-        )
+        # Telegram sends a successful payment once its update is confirmed, whatever the handler did: a
+        # database that is briefly away is waited for, and a payment still not credited is named for the admins.
+        for wait_s in (*CREDIT_RETRY_S, None):
+            try:
+                user = await self.users.of(actor)
+                credited: Credited = await self.db.write(
+                    purchases.credit,
+                    purchase=NewPurchase(
+                        platform=actor.platform,
+                        charge_id=charge_id,
+                        user_id=user.id or 0,
+                        credits=credits,
+                        price=amount,
+                        currency=currency,
+                        product=payload[:64],
+                        provider_charge_id=provider_charge_id,
+                    ),
+                    now=self.clock(),
+                )
+                break
+            except Exception:
+                if wait_s is None:
+                    log.error("payment %s of %s for %d credits NOT credited: grant them by hand", charge_id,
+                              actor.key, credits, exc_info=True)  # fmt: skip
+                    raise
+                log.warning("crediting payment %s failed; trying again in %.0fs", charge_id, wait_s, exc_info=True)
+                await asyncio.sleep(wait_s)
         if not credited.new:
             log.info("payment %s was credited before; not again", charge_id)
             return None

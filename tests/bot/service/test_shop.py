@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bot import messages
 from bot.errors import UserError
+from bot.service import shop as shop_module
 from bot.service.imagine import ImagineInput
 from bot.service.replies import Reply
 from bot.service.shop import RefundRefused, Shop
@@ -61,9 +63,7 @@ def test_without_packs_the_store_says_how_to_get_credits(world: World) -> None:
     assert (shop.store().text, shop.store().skus) == (messages.NOTHING_FOR_SALE, ())
 
 
-async def test_a_checkout_is_declined_for_an_unknown_pack_a_wrong_price_or_a_ban(
-    shop: Shop, world: World
-) -> None:
+async def test_a_checkout_is_declined_for_an_unknown_pack_a_wrong_price_or_a_ban(shop: Shop, world: World) -> None:
     assert await shop.pre_checkout(ANN, "pack:50:100", "XTR", 100) is None
     assert await shop.pre_checkout(ANN, "pack:60:100", "XTR", 100) == messages.PACK_GONE
     assert await shop.pre_checkout(ANN, "pack:50:100", "XTR", 99) == messages.PACK_GONE
@@ -145,3 +145,21 @@ async def test_bought_credits_pay_for_jobs(shop: Shop, world: World) -> None:
     assert not submitted.pending
     await world.run_jobs()
     assert (await world.user(ANN)).credits == 49
+
+
+async def test_a_payment_is_credited_after_the_database_was_briefly_away(
+    shop: Shop, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(shop_module, "CREDIT_RETRY_S", (0.0, 0.0))
+    real = purchases.credit
+    failures = [RuntimeError("connection lost"), RuntimeError("connection lost")]
+
+    def flaky(**kwargs: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return real(**kwargs)
+
+    monkeypatch.setattr(purchases, "credit", flaky)
+    reply = await _pay(shop)
+    assert reply is not None and reply.text == messages.purchased(50, WELCOME + 50)
+    assert failures == []

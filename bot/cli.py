@@ -38,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int)
     gen.add_argument("--num-images", dest="num_images", type=int, default=1)
     gen.add_argument("--format", dest="output_format", choices=["jpeg", "png", "webp"])
+    gen.add_argument("--mode", choices=["fidelity", "extreme style"], help="SDXL PuLID (fal-pulid) only")
 
     models = commands.add_parser("models", help="local engine weights").add_subparsers(
         dest="models_command", required=True
@@ -148,7 +149,7 @@ async def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
 
 GENERATE_PARAMS = (
     "negative_prompt", "width", "height", "aspect", "steps", "guidance", "id_weight", "start_step",
-    "true_cfg", "seed", "num_images", "output_format",
+    "true_cfg", "seed", "num_images", "output_format", "mode",
 )  # fmt: skip
 
 

@@ -113,6 +113,16 @@ async def test_generate_writes_the_outputs_and_prints_only_their_paths(
     assert len(submitted) == 1
 
 
+async def test_generate_mode_reaches_sdxl_pulid(tmp_path: Path, fakes: Fakes) -> None:
+    code, _out, err = await likeness(
+        tmp_path, fakes.env(), "generate", "--face", str(face(tmp_path)), "--prompt", "a sketch",
+        "--backend", "fal-pulid", "--out", str(tmp_path / "out"), "--mode", "extreme style",
+    )  # fmt: skip
+    assert code == 0, err
+    [submit] = fakes.fal.requests("submit")
+    assert submit.json()["mode"] == "extreme style"
+
+
 async def test_generate_refuses_out_of_range_parameters_with_the_allowed_range(tmp_path: Path, fakes: Fakes) -> None:
     code, out, err = await likeness(
         tmp_path, fakes.env(), "generate", "--face", str(face(tmp_path)), "--prompt", "x",

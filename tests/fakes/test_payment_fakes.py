@@ -52,15 +52,15 @@ async def test_a_stars_invoice_takes_xtr_one_price_and_no_provider_token(telegra
     chat = fake.private_chat(user)
     sent = await bot.send_invoice(chat.id, "50 credits", "A pack", "pack:50:100", STARS, [LabeledPrice("50", 100)])
     assert sent.invoice is not None and (sent.invoice.currency, sent.invoice.total_amount) == (STARS, 100)
-    with pytest.raises(BadRequest, match="(?i)PAYMENT_PROVIDER_INVALID"):
+    with pytest.raises(BadRequest, match=r"(?i)PAYMENT_PROVIDER_INVALID"):
         await bot.send_invoice(chat.id, "t", "d", "p", STARS, [LabeledPrice("a", 1)], provider_token="tok")
-    with pytest.raises(BadRequest, match="(?i)CURRENCY_TOTAL_AMOUNT_INVALID"):
+    with pytest.raises(BadRequest, match=r"(?i)CURRENCY_TOTAL_AMOUNT_INVALID"):
         await bot.send_invoice(chat.id, "t", "d", "p", STARS, [LabeledPrice("a", 1), LabeledPrice("b", 2)])
-    with pytest.raises(BadRequest, match="(?i)PAYMENT_PROVIDER_INVALID"):
+    with pytest.raises(BadRequest, match=r"(?i)PAYMENT_PROVIDER_INVALID"):
         await bot.send_invoice(chat.id, "t", "d", "p", "USD", [LabeledPrice("a", 100)])
-    with pytest.raises(BadRequest, match="(?i)INVOICE_PAYLOAD_INVALID"):
+    with pytest.raises(BadRequest, match=r"(?i)INVOICE_PAYLOAD_INVALID"):
         await bot.send_invoice(chat.id, "t", "d", "x" * 129, STARS, [LabeledPrice("a", 1)])
-    with pytest.raises(BadRequest, match="(?i)TITLE_INVALID"):
+    with pytest.raises(BadRequest, match=r"(?i)TITLE_INVALID"):
         await bot.send_invoice(chat.id, "t" * 33, "d", "p", STARS, [LabeledPrice("a", 1)])
     assert len(fake.invoices(chat)) == 1
 
@@ -82,9 +82,9 @@ async def test_payment_needs_an_ok_pre_checkout_and_is_refunded_once(telegram: t
     assert payment["telegram_payment_charge_id"] == paid.charge.charge_id
 
     assert await bot.refund_star_payment(user.id, paid.charge.charge_id)
-    with pytest.raises(BadRequest, match="(?i)CHARGE_ALREADY_REFUNDED"):
+    with pytest.raises(BadRequest, match=r"(?i)CHARGE_ALREADY_REFUNDED"):
         await bot.refund_star_payment(user.id, paid.charge.charge_id)
-    with pytest.raises(BadRequest, match="(?i)CHARGE_NOT_FOUND"):
+    with pytest.raises(BadRequest, match=r"(?i)CHARGE_NOT_FOUND"):
         await bot.refund_star_payment(user.id + 1, "stxCnope")
     refunded = [u["message"] for u in fake.pending_updates if "refunded_payment" in u.get("message", {})]
     assert [m["refunded_payment"]["telegram_payment_charge_id"] for m in refunded] == [paid.charge.charge_id]

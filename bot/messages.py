@@ -653,114 +653,114 @@ FORGET_CONFIRM = N_(
 )
 FORGET_KEPT = N_("Nothing was deleted.")
 FORGET_BUSY = N_("You have a job in progress: wait for it to finish (or /cancel it), then try again.")
+
+
 def forgotten(*, identities: int, photos: int, embeddings: int, results: int, history: int) -> str:
     """The receipt of /forget: how many of each thing were deleted."""
 
-    def n(count: int, one: str, many: str) -> str:
-        return f"{count} {one if count == 1 else many}"
-
-    return (
-        "Done. Deleted for good: "
-        + ", ".join(
-            (
-                n(identities, "saved face", "saved faces"),
-                n(photos, "photo", "photos"),
-                n(embeddings, "face signature", "face signatures"),
-                n(results, "result", "results"),
-                n(history, "history entry", "history entries"),
-            )
-        )
-        + ". Your credit balance stays."
+    deleted = (
+        ngettext("{count} saved face", "{count} saved faces", identities).format(count=identities),
+        ngettext("{count} photo", "{count} photos", photos).format(count=photos),
+        ngettext("{count} face signature", "{count} face signatures", embeddings).format(count=embeddings),
+        ngettext("{count} result", "{count} results", results).format(count=results),
+        ngettext("{count} history entry", "{count} history entries", history).format(count=history),
     )
+    return _("Done. Deleted for good: {deleted}. Your credit balance stays.").format(deleted=", ".join(deleted))
 
 
 # --- privacy and the face checks -------------------------------------------------------------------
-PRIVACY_AGREE = "I agree: this is me or I have their consent"
+PRIVACY_AGREE = N_("I agree: this is me or I have their consent")
 
 
 def privacy_notice(retention_days: float) -> str:
     """What is kept of a face, for how long, who sees it and how to delete it: shown before the first photo."""
-    kept = f"for {retention_days:g} days" if retention_days > 0 else "until you delete them"
-    return (
+    if retention_days > 0:
+        kept = ngettext("for {days:g} day", "for {days:g} days", max(1, round(retention_days))).format(
+            days=retention_days
+        )
+    else:
+        kept = _("until you delete them")
+    return _(
         "Before I use a face photo, please read this:\n"
         "• What I keep: the photos you send, a face signature computed from each (biometric data, used to "
         "check photos and to score how much results look like the face), your prompts and the images I render.\n"
-        f"• For how long: the photos, signatures and images of your renders {kept}; saved faces until you "
+        "• For how long: the photos, signatures and images of your renders {kept}; saved faces until you "
         "delete them.\n"
         "• Who sees them: you and the bot's operator. Photos go to the image service that renders them, "
         "and to no one else.\n"
         "• How to delete: /face delete <name> removes a saved face; /forget deletes everything at once.\n"
         "Only send photos of yourself, or of someone who has agreed to it. /privacy shows this again."
-    )
+    ).format(kept=kept)
 
 
 def privacy_needed(retention_days: float) -> str:
-    return privacy_notice(retention_days) + "\n\nNothing was stored: agree below, then send the photo again."
+    return privacy_notice(retention_days) + "\n\n" + _("Nothing was stored: agree below, then send the photo again.")
 
 
 def privacy_accepted(date: str) -> str:
-    return f"Thank you: your agreement is recorded ({date} UTC). Send the photo again to go on."
+    return _("Thank you: your agreement is recorded ({date} UTC). Send the photo again to go on.").format(date=date)
 
 
 def privacy_agreed_on(retention_days: float, date: str) -> str:
-    return privacy_notice(retention_days) + f"\n\nYou agreed on {date} UTC."
+    return privacy_notice(retention_days) + "\n\n" + _("You agreed on {date} UTC.").format(date=date)
 
 
 def face_refused(refusal: FaceRefusal, photos: int = 1) -> str:
     """Why the face check refused a photo, with what was measured and what to do; one line."""
-    which = f"photo {refusal.photo}" if refusal.photo is not None and photos > 1 else "that photo"
+    # ``which`` names the photo inside a sentence, ``Which`` at its start.
+    if refusal.photo is not None and photos > 1:
+        which = _("photo {number}").format(number=refusal.photo)
+        capital = _("Photo {number}").format(number=refusal.photo)
+    else:
+        which, capital = _("that photo"), _("That photo")
     measured, limit = refusal.measured or 0.0, refusal.limit or 0.0
+    values = {"which": which, "Which": capital, "measured": measured, "limit": limit, "count": int(measured)}
     reason = refusal.reason
     if reason is FaceReason.NO_FACE:
-        text = f"I couldn't find a face in {which}. Send a clear, well-lit photo with the face seen from the front."
+        text = _("I couldn't find a face in {which}. Send a clear, well-lit photo with the face seen from the front.")
     elif reason is FaceReason.SEVERAL_FACES:
-        text = (
-            f"I see {int(measured)} faces of similar size in {which}, so I can't tell whose to use. "
+        text = _(
+            "I see {count} faces of similar size in {which}, so I can't tell whose to use. "
             "Crop it to one face, or send a photo where that person is clearly the main one."
         )
     elif reason is FaceReason.SCREEN_OF_FACES:
-        text = (
-            f"{which.capitalize()} looks like a screen of {int(measured)} faces (a gallery or a video call). "
-            "Send a photo of one face."
-        )
+        text = _("{Which} looks like a screen of {count} faces (a gallery or a video call). Send a photo of one face.")
     elif reason is FaceReason.SCREEN_PHOTO:
-        text = (
-            f"{which.capitalize()} looks like a photo of a screen (its pixel grid shows). "
-            "Send the original photo instead."
-        )
+        text = _("{Which} looks like a photo of a screen (its pixel grid shows). Send the original photo instead.")
     elif reason is FaceReason.FACE_TOO_SMALL:
-        text = (
-            f"The face in {which} is only {measured:.0f} px across; it needs at least {limit:.0f} px. "
+        text = _(
+            "The face in {which} is only {measured:.0f} px across; it needs at least {limit:.0f} px. "
             "Send a closer or larger photo."
         )
     elif reason is FaceReason.TOO_DARK:
-        text = (
-            f"{which.capitalize()} is too dark to read the face (brightness {measured:.0f} of 255, "
-            f"at least {limit:.0f} needed). Take it in better light."
+        text = _(
+            "{Which} is too dark to read the face (brightness {measured:.0f} of 255, at least {limit:.0f} needed). "
+            "Take it in better light."
         )
     elif reason is FaceReason.TOO_BLURRED:
-        text = (
-            f"{which.capitalize()} is too blurred (sharpness {measured:.3f}, at least {limit:.3f} needed). "
+        text = _(
+            "{Which} is too blurred (sharpness {measured:.3f}, at least {limit:.3f} needed). "
             "Send a sharper one, taken holding still."
         )
     elif reason is FaceReason.NOT_FRONTAL:
-        text = (
-            f"The face in {which} is turned aside ({measured:+.2f}, at most ±{limit:.2f}). "
+        text = _(
+            "The face in {which} is turned aside ({measured:+.2f}, at most ±{limit:.2f}). "
             "Send one looking at the camera."
         )
     elif reason is FaceReason.TOO_MANY_PHOTOS:
-        text = f"Send at most {int(limit)} photos of one face."
+        text = _("Send at most {limit:.0f} photos of one face.")
     elif refusal.photo is not None:
-        text = (
-            f"Photo {refusal.photo} looks like someone else (likeness {measured:.0%}, at least {limit:.0%} "
-            "needed). Send photos of one person only."
-        )
-    else:
-        text = (
-            f"These photos look like different people (likeness {measured:.0%}, at least {limit:.0%} needed). "
+        values["number"] = refusal.photo
+        text = _(
+            "Photo {number} looks like someone else (likeness {measured:.0%}, at least {limit:.0%} needed). "
             "Send photos of one person only."
         )
-    return text + " Nothing was charged or stored."
+    else:
+        text = _(
+            "These photos look like different people (likeness {measured:.0%}, at least {limit:.0%} needed). "
+            "Send photos of one person only."
+        )
+    return text.format_map(values) + " " + _("Nothing was charged or stored.")
 
 
 # --- safety policy ---------------------------------------------------------------------------------

@@ -160,8 +160,8 @@ async def open_engine(settings: Settings) -> AsyncIterator[EngineParts]:
                 hub=hub,
                 worker_id=worker_id(),
                 metrics=metrics,
-                judging=judging,
             )
+            dispatcher.judging = judging
             notifier = notify.open_notifier(db)
             relay = ProgressRelay(hub, notifier, origin=dispatcher.worker_id)
             if settings.dispatch.concurrency > 0:

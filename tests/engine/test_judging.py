@@ -184,8 +184,8 @@ class World:
             hub=self.hub,
             worker_id="judging-tests",
             clock=SystemClock(),
-            judging=judging,
         )
+        dispatcher.judging = judging
         await dispatcher.drain()
 
     async def finished(self, job_id: str) -> Job:

@@ -21,6 +21,7 @@ from engine.clock import SYSTEM_CLOCK, Clock
 from engine.events import JobProgress, ProgressHub, ProgressKind
 from engine.fleet import Registration
 from engine.gate import BackendGate, CircuitBreaker
+from engine.judging import Judging
 from engine.metrics import NULL_METRICS, JobMetrics
 from engine.outcome import record, settle
 from engine.routing import Router
@@ -58,9 +59,11 @@ class Dispatcher:
         self.clock = clock
         self.stopping = False
         # Set by the wiring: this process's row in the worker registry (claims then take only jobs it can
-        # serve), and the wait between claim polls (long where notifications wake the loop).
+        # serve), the wait between claim polls (long where notifications wake the loop), and the judging step
+        # that scores, re-renders and safety-checks each result (None: results go out as rendered).
         self.registration: Registration | None = None
         self.idle_poll: Callable[[], float] = lambda: settings.poll_s
+        self.judging: Judging | None = None
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._running: dict[str, Attempt] = {}  # job id -> its attempt here, until its outcome is recorded
@@ -125,11 +128,11 @@ class Dispatcher:
                 # so an idle worker costs the database a few statements a minute.
                 if claim_now or now - last_claim >= self.idle_poll():
                     last_claim = now
+                    self._wake.clear()  # before claiming: a job announced meanwhile wakes the next round
                     try:
-                        await self.claim_available(only=only)
+                        await self.claim_available(only=only, peek=not claim_now)
                     except Exception:  # the database may be briefly unreachable: try again at the next poll
                         log.exception("claiming jobs failed")
-                self._wake.clear()
                 # Sleep until the next poll, sweep or registration beat, whichever comes first.
                 due = [last_claim + self.idle_poll() - now]
                 if only is None:
@@ -155,8 +158,7 @@ class Dispatcher:
 
     async def _sweep(self, now: float) -> None:
         try:
-            expired = await self.db.write(jobs.expire_leases, now=now)
-            overdue = await self.db.write(jobs.expire_deadlines, now=now)
+            expired, overdue = await self.db.write(jobs.sweep, now=now)
         except Exception:
             log.exception("lease sweep failed")
             return
@@ -167,9 +169,9 @@ class Dispatcher:
             # The front ends tell the user, as for any job that ends.
             self.hub.publish(JobProgress(job_id, ProgressKind.FINISHED))
 
-    async def claim_available(self, *, only: str | None = None) -> int:
+    async def claim_available(self, *, only: str | None = None, peek: bool = False) -> int:
         """Claim jobs (with ``only``, that job alone) while this process has free slots; returns how many it
-        started."""
+        started. ``peek``: a poll nothing announced, which most likely finds the queue empty."""
         started = 0
         while len(self._tasks) < self.settings.concurrency and not self.stopping:
             job = await self.db.write_lossy(
@@ -180,6 +182,7 @@ class Dispatcher:
                 now=self.clock.time(),
                 serves=None if self.registration is None else self.serves(),
                 job_id=only,
+                peek=peek and started == 0,
             )
             if job is None:
                 break
@@ -245,7 +248,7 @@ class Dispatcher:
         self.hub.publish(JobProgress(job.id, ProgressKind.STARTED))
         # A job that waited in the queue past its deadline is not worth paying a provider for any more.
         attempt.deadline_hit = job.deadline_at is not None and self.clock.time() >= job.deadline_at
-        work = asyncio.create_task(self._renderer.render(attempt) if not attempt.deadline_hit else _nothing())
+        work = asyncio.create_task(self._render(attempt) if not attempt.deadline_hit else _nothing())
         beat = asyncio.create_task(self._heartbeat(attempt, work))
         try:
             await asyncio.wait({work})
@@ -297,6 +300,11 @@ class Dispatcher:
                 continue
             work.cancel()
             return
+
+    async def _render(self, attempt: Attempt) -> GenerationResult:
+        if self.judging is None:
+            return await self._renderer.render(attempt)
+        return await self.judging.render(self._renderer, attempt)
 
 
 async def _nothing() -> None:

@@ -217,17 +217,23 @@ def claim(
     now: float,
     serves: Collection[str] | None = None,
     job_id: str | None = None,
+    peek: bool = False,
 ) -> Job | None:
     """Take the fairest runnable job: queued, due, its owner under their running cap, and — when ``serves``
     names the claimer's backends — one that a backend of its route is among them. With ``job_id``, that job
     or nothing: a claimer run for one job (`likeness generate`) never takes another's.
 
-    On PostgreSQL this is a single statement, safe to run outside an explicit transaction.
+    On PostgreSQL this is a single statement, safe to run outside an explicit transaction. With ``peek`` (a
+    poll that expects nothing) it first asks whether any job is due for this claimer: an idle poll then costs
+    one read instead of a claim and a read.
     """
     values = {"now": now, "default_cap": running_cap, "worker": worker, "lease_end": now + lease_s, "only": job_id}
     candidate_query, pg_claim, pg_candidate_user = _claim_statements(
         None if serves is None else frozenset(serves), job_id is not None
     )
+    ask_first = peek and _is_postgres(session)
+    if ask_first and session.execute(pg_candidate_user, {**values, "excluded": []}).scalar() is None:
+        return None
     excluded: list[int] = []
     for _ in range(8):
         if _is_postgres(session):
@@ -648,3 +654,8 @@ def release(*, session: Connection, job_id: str, attempt: int, now: float) -> bo
     session.execute(_RELEASE_SLOT, {"uid": row.user_id})
     add_event(session=session, job_id=job_id, kind="released", now=now)
     return True
+
+
+def sweep(*, session: Connection, now: float) -> tuple[list[str], list[str]]:
+    """Both periodic sweeps in one transaction: (jobs whose lease ran out, queued jobs past their deadline)."""
+    return expire_leases(session=session, now=now), expire_deadlines(session=session, now=now)

@@ -24,7 +24,7 @@ from bot import intake, messages
 from bot.errors import UserError
 from bot.intake import MAX_BYTES, MAX_PHOTOS, MAX_PIXELS, MIN_SIDE
 from bot.service.imagine import ImagineInput
-from bot.service.options import FLAGS
+from bot.service.options import FLAGS, STRICT
 from storage import jobs, quota, users
 from storage import tables as t
 from storage.db import Database
@@ -162,7 +162,7 @@ CORPUS: dict[str, Case] = {
     ),
     "unknown-option": Case(
         text="a knight --sharpness 11",
-        message=messages.UNKNOWN_OPTION.format(flag="--sharpness", known=", ".join(sorted(FLAGS))),
+        message=messages.UNKNOWN_OPTION.format(flag="--sharpness", known=", ".join(sorted([*FLAGS, STRICT]))),
     ),
     "option-without-value": Case(text="a knight --seed", message=messages.MISSING_VALUE.format(flag="--seed")),
     "control-characters": Case(text="a knight\x00\x1b[2J", message=messages.hidden_characters("prompt", "U+0000")),

@@ -255,6 +255,7 @@ EXPECTED = (
 def expected(what: str) -> str:
     return _(what)
 
+
 BAD_ASPECT = N_("Aspect {value!r} is not a ratio like 3:4 (between 1:4 and 4:1).")
 
 

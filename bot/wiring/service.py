@@ -48,9 +48,7 @@ async def serve(parts: EngineParts, stop: asyncio.Event) -> None:
     # Where notifications announce finished jobs (PostgreSQL), the delivery poll is only a fallback.
     poll_s = settings.dispatch.safety_poll_s if parts.notifier.connected else DELIVERY_POLL_S
     delivery = Delivery(service.results, frontends, parts.hub, settings=settings.delivery, poll_s=poll_s)
-    progress = ProgressEdits(
-        service.results, frontends, parts.hub, estimates=service.estimates, metrics=parts.metrics
-    )
+    progress = ProgressEdits(service.results, frontends, parts.hub, estimates=service.estimates, metrics=parts.metrics)
     ready = asyncio.Event()
     background_stop = asyncio.Event()
     async with contextlib.AsyncExitStack() as closing:  # closed in reverse: background, health, front ends

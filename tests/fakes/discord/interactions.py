@@ -40,9 +40,8 @@ def register_command(state: DiscordState, guild_id: int | None, raw: Json, index
             raise form_error(f"{index}.options", "BASE_TYPE_MAX_LENGTH", "Must be 25 or fewer in length.")
         for locale, localized in (raw.get("name_localizations") or {}).items():
             if not _COMMAND_NAME.match(str(localized)):
-                raise form_error(
-                    f"{index}.name_localizations.{locale}", "APPLICATION_COMMAND_INVALID_NAME", "Command name is invalid"
-                )
+                where = f"{index}.name_localizations.{locale}"
+                raise form_error(where, "APPLICATION_COMMAND_INVALID_NAME", "Command name is invalid")
     command_id = state.command_ids.setdefault((guild_id, name), state.ids.next())
     stored: Json = {
         "id": str(command_id),

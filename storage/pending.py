@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.engine import Connection
 
-from storage import blob_refs, jobs, scope_caps
+from storage import blob_refs, embeddings, jobs, scope_caps
 from storage import tables as t
 from storage.models import PendingJob
 from storage.scopes import GLOBAL_SCOPE
@@ -81,17 +81,21 @@ def submit_capped(
 
 
 def decline(*, session: Connection, job_id: str, user_id: int) -> list[str]:
-    """Drop the pending job; returns the photo keys nothing references any more (for the caller to delete)."""
+    """Drop the pending job and its face embeddings; returns the photo keys nothing references any more (for
+    the caller to delete)."""
     if _take(session, job_id, user_id) is None:
         return []
+    embeddings.remove(session=session, owner=blob_refs.job_owner(job_id))
     return blob_refs.release(session=session, owner=owner(job_id))
 
 
 def expire(*, session: Connection, before: float) -> list[str]:
-    """Drop pending jobs nobody confirmed since ``before``; returns the photo keys freed."""
+    """Drop pending jobs nobody confirmed since ``before``, with their face embeddings; returns the photo keys
+    freed."""
     ids = list(session.execute(select(_p.id).where(_p.created_at < before)).scalars())
     freed: list[str] = []
     for job_id in ids:
         session.execute(delete(t.pending_jobs).where(_p.id == job_id))
+        embeddings.remove(session=session, owner=blob_refs.job_owner(job_id))
         freed.extend(blob_refs.release(session=session, owner=owner(job_id)))
     return freed

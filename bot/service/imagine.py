@@ -28,7 +28,7 @@ from engine.changes import CHANGES_PARAM, STRICT_PARAM, Change, changes, job_cha
 from engine.request import GenerationRequest
 from engine.routing import Plan, Refusal, Router
 from engine.safety import POLICY_PARAM
-from storage import blob_refs, delivery, embeddings, history, identities, jobs, pending, quota, scopes
+from storage import blob_refs, delivery, history, identities, jobs, pending, quota, scopes
 from storage.blobs import BlobStore
 from storage.db import Database
 from storage.errors import DuplicateJob, QuotaRefused
@@ -191,8 +191,6 @@ class Imagine:
         for key in freed:
             await self.blobs.delete(key)
         existing = await self.db.read(jobs.get, job_id=job_id)
-        if existing is None:  # its face embeddings go with its photos
-            await self.db.write(embeddings.remove, owner=blob_refs.job_owner(job_id))
         return Reply(messages.CONFIRM_GONE if existing is not None else messages.DECLINED)
 
     def _needs_confirmation(self, user: User, request: GenerationRequest, cost: int) -> bool:

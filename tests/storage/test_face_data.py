@@ -3,7 +3,7 @@ image's likeness reaches the stats per backend; consent is recorded once; a scop
 
 from __future__ import annotations
 
-from storage import blob_refs, embeddings, history, identities, jobs, retention, scopes, stats, users
+from storage import blob_refs, embeddings, history, identities, jobs, pending, retention, scopes, stats, users
 from storage.db import Database
 from storage.states import JobState
 from tests.storage.ledger_helpers import claim, new_user, submit
@@ -106,3 +106,15 @@ async def test_consent_is_recorded_once_and_a_scope_s_safety_policy_can_be_clear
     assert (scope.safety_policy, scope.paused) == ("spoiler", True)
     await db.write(scopes.update_scope, scope="telegram:chat:-1", now=3.0, safety_policy="")
     assert (await db.read(scopes.get_scope, scope="telegram:chat:-1")).safety_policy is None
+
+
+async def test_a_declined_or_expired_pending_job_takes_its_embeddings_along(db: Database) -> None:
+    user_id = await new_user(db)
+    for job_id, now in (("declined", 1.0), ("stale", 2.0), ("kept", 5000.0)):
+        job = jobs.NewJob(id=job_id, user_id=user_id, params={"prompt": "p"}, cost=2, face_keys=["f" * 64])
+        await db.write(pending.put, job=job, now=now)
+        await db.write(embeddings.store, owner=blob_refs.job_owner(job_id), embeddings=[("d", VECTOR)], now=now)
+    await db.write(pending.decline, job_id="declined", user_id=user_id)
+    await db.write(pending.expire, before=1000.0)
+    owners = [blob_refs.job_owner(job_id) for job_id in ("declined", "stale", "kept")]
+    assert await _owners_left(db, *owners) == [0, 0, 1]

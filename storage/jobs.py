@@ -493,6 +493,50 @@ def finish_cancelled(*, session: Connection, job_id: str, attempt: int, now: flo
 
 def expire_leases(*, session: Connection, now: float, limit: int = 100) -> list[str]:
     """Jobs whose worker stopped heartbeating: back to the queue, or ended if out of attempts."""
+    return _end_leases(session, now, limit, _lock_users(session, _expired_owners(session, now, limit)))
+
+
+def expire_deadlines(*, session: Connection, now: float, limit: int = 100) -> list[str]:
+    """Queued jobs past their deadline: failed ("deadline") and refunded now, rather than holding their
+    credits until a claim finds them (a long wait for a retry, a user at their running cap, a long queue)."""
+    return _end_overdue(session, now, limit, _lock_users(session, _overdue_owners(session, now, limit)))
+
+
+def sweep(*, session: Connection, now: float) -> tuple[list[str], list[str]]:
+    """Both periodic sweeps in one transaction: (jobs whose lease ran out, queued jobs past their deadline)."""
+    owners = _lock_users(session, _expired_owners(session, now, 100) | _overdue_owners(session, now, 100))
+    return _end_leases(session, now, 100, owners), _end_overdue(session, now, 100, owners)
+
+
+# A sweep ends jobs of many users, and every process sweeps. It locks the owners' rows first, in id order,
+# before any job row, and then ends only jobs of those owners: two sweeps queue on the same user instead of
+# each holding one user the other needs, and a transaction that holds a user and then wants one of its jobs
+# (a ban, /forget) is waited for instead of meeting a sweep that holds that job and waits for the user. The
+# jobs themselves are then locked as found, skipping those another sweep took, their state re-checked on the
+# newest version.
+
+
+def _expired_owners(session: Connection, now: float, limit: int) -> set[int]:
+    query = select(_j.user_id).where(_j.state == JobState.RUNNING, _j.lease_until < now).distinct().limit(limit)
+    return set(session.execute(query).scalars())
+
+
+def _overdue_owners(session: Connection, now: float, limit: int) -> set[int]:
+    query = select(_j.user_id).where(t.QUEUED, _j.deadline_at <= now).distinct().limit(limit)
+    return set(session.execute(query).scalars())
+
+
+def _lock_users(session: Connection, user_ids: set[int]) -> list[int]:
+    """Lock these users' rows in id order; returns them."""
+    owners = sorted(user_ids)
+    if owners:
+        session.execute(select(_u.id).where(_u.id.in_(owners)).order_by(_u.id).with_for_update())
+    return owners
+
+
+def _end_leases(session: Connection, now: float, limit: int, owners: list[int]) -> list[str]:
+    if not owners:
+        return []
     j = t.jobs.c
     # Each row is locked as it is found (and its expiry re-checked on the newest version), so a heartbeat
     # committed meanwhile keeps its job, and one in flight now waits for this sweep and then finds the job
@@ -500,7 +544,7 @@ def expire_leases(*, session: Connection, now: float, limit: int = 100) -> list[
     expired = (
         session.execute(
             select(j.id, j.user_id, j.attempt, j.max_attempts, j.cancel_requested, j.deadline_at)
-            .where(j.state == JobState.RUNNING, j.lease_until < now)
+            .where(j.state == JobState.RUNNING, j.lease_until < now, j.user_id.in_(owners))
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
@@ -526,15 +570,14 @@ def expire_leases(*, session: Connection, now: float, limit: int = 100) -> list[
     return handled
 
 
-def expire_deadlines(*, session: Connection, now: float, limit: int = 100) -> list[str]:
-    """Queued jobs past their deadline: failed ("deadline") and refunded now, rather than holding their
-    credits until a claim finds them (a long wait for a retry, a user at their running cap, a long queue).
-
-    Rows are locked as found: a concurrent claim passes them by, a concurrent cancel finds them ended."""
+def _end_overdue(session: Connection, now: float, limit: int, owners: list[int]) -> list[str]:
+    if not owners:
+        return []
+    # Rows are locked as found: a concurrent claim passes them by, a concurrent cancel finds them ended.
     due = list(
         session.execute(
             select(_j.id)
-            .where(t.QUEUED, _j.deadline_at <= now)
+            .where(t.QUEUED, _j.deadline_at <= now, _j.user_id.in_(owners))
             .order_by(_j.deadline_at, _j.id)
             .limit(limit)
             .with_for_update(skip_locked=True)
@@ -654,8 +697,3 @@ def release(*, session: Connection, job_id: str, attempt: int, now: float) -> bo
     session.execute(_RELEASE_SLOT, {"uid": row.user_id})
     add_event(session=session, job_id=job_id, kind="released", now=now)
     return True
-
-
-def sweep(*, session: Connection, now: float) -> tuple[list[str], list[str]]:
-    """Both periodic sweeps in one transaction: (jobs whose lease ran out, queued jobs past their deadline)."""
-    return expire_leases(session=session, now=now), expire_deadlines(session=session, now=now)

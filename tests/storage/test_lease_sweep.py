@@ -88,3 +88,32 @@ async def test_a_lease_that_ran_out_is_swept_in_each_branch(db: Database, branch
     assert not await db.write(jobs.fail, job_id="job", attempt=job.attempt, reason="provider_failed", now=SWEEP + 1)
     assert await credits_of(db, job.user_id) == (10, 1 if expected == JobState.QUEUED else 0)
     assert await drift(db) == []
+
+
+@POSTGRES_ONLY
+async def test_a_sweep_waits_for_a_transaction_holding_the_user_instead_of_deadlocking_with_it(db: Database) -> None:
+    # A user's running job whose worker died, and a queued one.
+    user = await new_user(db, credits=10)
+    for job_id in ("running", "queued"):
+        await db.write(
+            jobs.submit,
+            job=jobs.NewJob(id=job_id, user_id=user, params={"prompt": "p"}, cost=1),
+            now=START,
+            daily_jobs_default=100,
+        )
+        if job_id == "running":
+            assert await db.write(jobs.claim, worker="w1", lease_s=LEASE_S, running_cap=10, now=START) is not None
+    async with open_transaction(db) as ban:
+        # A ban cancels the user's jobs as cancel_all_of_user does: the queued ones first (the refund holds the
+        # user's row), then the running ones are asked to stop.
+        assert await ban.run(jobs.cancel, job_id="queued", now=SWEEP) == jobs.CancelOutcome.CANCELLED
+        sweeping = asyncio.create_task(db.write(jobs.expire_leases, now=SWEEP))
+        assert await until_blocked(db, ban.pid, sweeping)  # the sweep waits for the user's row, holding no job
+        assert await ban.run(jobs.cancel, job_id="running", now=SWEEP) == jobs.CancelOutcome.REQUESTED
+        await ban.commit()
+    assert await sweeping == ["running"]
+    for job_id in ("running", "queued"):
+        ended = await db.read(jobs.get, job_id=job_id)
+        assert ended is not None and ended.state == JobState.CANCELLED
+    assert await credits_of(db, user) == (10, 0)
+    assert await drift(db) == []

@@ -150,7 +150,8 @@ def stack_settings(
         },
         "fal": {"key": fal.KEY, "base_url": fake_fal.url},
         "queue": {"lease_s": 2, "heartbeat_s": 0.5},
-        "dispatch": {"poll_s": 0.1},
+        # A stop hands running jobs back at once (the restart tests resume them), rather than draining.
+        "dispatch": {"poll_s": 0.1, "drain_s": 0},
         # Plain colour photos stand in for faces here: the face judge and the privacy notice are tested with
         # real photos in test_telegram_faces.py.
         "judge": {"enabled": False},

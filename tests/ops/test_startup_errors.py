@@ -19,6 +19,8 @@ pytestmark = pytest.mark.slow
 
 # A well-formed token that no server has issued.
 FOREIGN_TOKEN = "7100000999:AAforeignforeignforeignforeignforei"
+# Webhook mode refuses to start without one; the webhook cases below fail later than that check.
+WEBHOOK_SECRET = "startup-test-secret"
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,7 @@ async def test_webhook_the_telegram_server_refuses_is_one_line(tmp_path: Path) -
             telegram,
             LIKENESS_TELEGRAM__WEBHOOK_URL="ftp://bot.example/hook",
             LIKENESS_TELEGRAM__WEBHOOK_LISTEN="127.0.0.1:0",
+            LIKENESS_TELEGRAM__WEBHOOK_SECRET=WEBHOOK_SECRET,
         )
         ended = await likeness(tmp_path, "run", **env)
         assert telegram.webhook_url is None
@@ -137,6 +140,7 @@ async def test_webhook_listen_address_in_use_is_one_line(tmp_path: Path) -> None
                 telegram,
                 LIKENESS_TELEGRAM__WEBHOOK_URL="https://bot.example/telegram",
                 LIKENESS_TELEGRAM__WEBHOOK_LISTEN=listen,
+                LIKENESS_TELEGRAM__WEBHOOK_SECRET=WEBHOOK_SECRET,
             )
             ended = await likeness(tmp_path, "run", **env)
     assert ended.code == 1

@@ -38,7 +38,15 @@ class HealthServer:
 
 
 class _Handlers:
-    def __init__(self, db: Database, metrics: Metrics, ready: Callable[[], bool], clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        db: Database,
+        metrics: Metrics,
+        ready: Callable[[], bool],
+        clock: Callable[[], float],
+        worker_ttl_s: float = 30.0,
+    ) -> None:
+        self.worker_ttl_s = worker_ttl_s  # workers silent this long are not counted
         self.db = db
         self.metrics = metrics
         self.ready = ready
@@ -61,7 +69,9 @@ class _Handlers:
 
     async def metrics_page(self, _request: web.Request) -> web.Response:
         try:
-            counts = await asyncio.wait_for(self.db.read(stats.job_counts, now=self.clock()), timeout=DB_TIMEOUT_S)
+            counts = await asyncio.wait_for(
+                self.db.read(stats.job_counts, now=self.clock(), worker_ttl_s=self.worker_ttl_s), timeout=DB_TIMEOUT_S
+            )
         except Exception as exc:  # the process metrics are still worth serving without the store's
             log.warning("metrics: job counts unavailable error=%s", type(exc).__name__)
             counts = None
@@ -79,8 +89,9 @@ def build_app(
     metrics: Metrics,
     ready: Callable[[], bool],
     clock: Callable[[], float] = time.time,
+    worker_ttl_s: float = 30.0,
 ) -> web.Application:
-    handlers = _Handlers(db, metrics, ready, clock)
+    handlers = _Handlers(db, metrics, ready, clock, worker_ttl_s)
     app = web.Application()
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/readyz", handlers.readyz)
@@ -95,6 +106,7 @@ async def start_health_server(
     metrics: Metrics,
     ready: Callable[[], bool],
     clock: Callable[[], float] = time.time,
+    worker_ttl_s: float = 30.0,
 ) -> HealthServer | None:
     """Serve the endpoints on ``address`` ("host:port"; port 0 picks a free one); None if it is empty.
 
@@ -104,7 +116,8 @@ async def start_health_server(
         log.info("health and metrics server off")
         return None
     host, port = parsed
-    runner = web.AppRunner(build_app(db=db, metrics=metrics, ready=ready, clock=clock), access_log=None)
+    app = build_app(db=db, metrics=metrics, ready=ready, clock=clock, worker_ttl_s=worker_ttl_s)
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)

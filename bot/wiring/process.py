@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from bot.errors import OperatorError
 from bot.health import HealthServer, start_health_server
-from bot.wiring.engine import EngineParts
+from bot.wiring.engine import EngineParts, worker_ttl_s
 
 
 def stop_on_signals() -> asyncio.Event:
@@ -26,7 +26,9 @@ async def start_health(parts: EngineParts, *, ready: Callable[[], bool]) -> Heal
     """The /healthz, /readyz and /metrics server on LIKENESS_METRICS__ADDRESS (None when that is empty)."""
     address = parts.settings.metrics.address
     try:
-        return await start_health_server(address, db=parts.db, metrics=parts.metrics, ready=ready)
+        return await start_health_server(
+            address, db=parts.db, metrics=parts.metrics, ready=ready, worker_ttl_s=worker_ttl_s(parts.settings)
+        )
     except OSError as exc:
         reason = exc.strerror or str(exc) or type(exc).__name__
         raise OperatorError(f"LIKENESS_METRICS__ADDRESS: cannot listen on {address}: {reason}") from exc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import importlib.util
 import logging
@@ -80,13 +81,11 @@ class Registration:
 
     def info(self) -> WorkerInfo:
         """The row as it would be written now."""
-        return WorkerInfo(
-            **{
-                **self._info.__dict__,
-                "backends": {} if self.draining else self.serving(),
-                "draining": self.draining,
-                "last_seen": self.clock.time(),
-            }
+        return dataclasses.replace(
+            self._info,
+            backends={} if self.draining else self.serving(),
+            draining=self.draining,
+            last_seen=self.clock.time(),
         )
 
     async def beat(self) -> None:

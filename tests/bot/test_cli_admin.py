@@ -45,7 +45,13 @@ def test_admin_grant_limit_ban_and_stats(tmp_path: Path) -> None:
     grant = likeness(tmp_path, "admin", "grant", "telegram:42", "5")
     assert grant.returncode == 0, grant.stderr
     assert grant.stdout.strip() == "Granted 5 credits to telegram:42; balance now 15."
-    take = likeness(tmp_path, "admin", "grant", "telegram:42", "-100")
+    # Taking away more than the free balance is refused, naming what may be taken, and changes nothing.
+    too_much = likeness(tmp_path, "admin", "grant", "telegram:42", "-100")
+    assert too_much.returncode == 1 and too_much.stdout == ""
+    assert "likeness: Not taken: telegram:42 has 15 credits free" in too_much.stderr
+    assert "Take away at most 15." in too_much.stderr and "Traceback" not in too_much.stderr
+    take = likeness(tmp_path, "admin", "grant", "telegram:42", "-15")
+    assert take.returncode == 0, take.stderr
     assert take.stdout.strip() == "Took 15 credits from telegram:42; balance now 0."
     limit = likeness(tmp_path, "admin", "limit", "default", "7")
     assert limit.stdout.strip() == "Daily job limit for the default set to 7."

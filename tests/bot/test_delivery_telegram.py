@@ -28,7 +28,7 @@ from storage.states import DeliveryState, JobState
 from tests.bot.service.scripted import tiny_png
 from tests.bot.telegram.stack import Stack, face_photo, is_status, telegram_stack
 from tests.fakes.fal import FalScript
-from tests.fakes.telegram import FakeTelegram
+from tests.fakes.telegram import BotMessage, FakeTelegram
 
 # python-telegram-bot reads its own deprecated RetryAfter.retry_after when it handles a 429.
 pytestmark = pytest.mark.filterwarnings(
@@ -80,8 +80,12 @@ async def test_an_album_whose_buttons_failed_sends_only_the_buttons_after_a_rest
         user, chat = s.person()
         s.fal.script = FalScript(queue_ticks=3)
         s.telegram.send_photo(user, chat, face_photo(), caption="two knights --n 2")
-        await s.reply_to(chat, is_status)
+        # A job of several images waits for its user's confirmation; the ask is sent and the press only edits it,
+        # so the next sendMessage is the one that carries the result's buttons.
+        ask = await s.reply_to(chat, _asks_to_confirm)
+        assert ask.text == messages.confirm_cost(2, 10, 2)
         s.telegram.fail_next("sendMessage", 1, error_code=502)  # the message that carries the buttons
+        await s.telegram.wait_for_callback_answer(s.telegram.press_button(user, ask, ask.buttons[0]["callback_data"]))
         job_id = f"tg:{chat.id}:1"
         job = await asyncio.wait_for(retried(s, job_id), 20)
         assert (job.delivery_state, job.delivery_parts, job.delivery_attempts) == ("pending", 1, 1)
@@ -125,6 +129,10 @@ async def test_a_cancel_the_worker_has_not_seen_when_the_render_finishes_is_not_
         assert notice.photo is None and not [m for m in s.telegram.messages(chat) if m.photo is not None]
         row = await s.user_row(user)
         assert row is not None and (row.credits, row.reserved) == (10, 0)  # as the user was told
+
+
+def _asks_to_confirm(message: BotMessage) -> bool:
+    return [str(b.get("callback_data", ""))[:3] for b in message.buttons] == ["ok:", "no:"]
 
 
 async def _until_running(s: Stack, job_id: str) -> None:

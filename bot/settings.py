@@ -113,7 +113,7 @@ class Pack(BaseModel):
 
 
 class ShopSettings(BaseModel):
-    packs: list[Pack] = Field(default_factory=list, description='credit packs for sale (JSON list)')
+    packs: list[Pack] = Field(default_factory=list, description="credit packs for sale (JSON list)")
     terms: str = ""  # the operator's terms of sale for /terms; empty: a short default
     support: str = ""  # how buyers reach the operator about a payment, for /paysupport
 

@@ -218,15 +218,14 @@ class Renderer:
                 async with gate.admit(resuming=progress.resume is not None):
                     result = await backend.generate(request, progress)
             except BackendError as exc:
-                accepted = accepted_ref(job, backend.name) is not None
-                if not accepted and exc.kind is not FailureKind.UNKNOWN_OUTCOME:
+                if accepted_ref(job, backend.name) is None and exc.kind is not FailureKind.UNKNOWN_OUTCOME:
                     await self._refused(job, backend.name)
                 verdict = gate.failed(
                     exc,
                     tries=tries,
                     can_requeue=job.attempt < job.max_attempts,
                     time_left_s=self._time_left(job),
-                    accepted=accepted,
+                    accepted=holder(job) == backend.name,
                 )
                 if verdict.circuit_opened:
                     log.error("%s is unusable (%s): circuit opened", backend.name, exc.kind, extra={"job_id": job.id})

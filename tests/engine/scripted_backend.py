@@ -19,6 +19,7 @@ from engine.request import GenerationRequest
 
 
 class At(StrEnum):
+    PREPARE = "prepare"  # preparing the request fails (a face upload, a missing key): nothing is sent
     SUBMIT = "submit"  # the provider refuses the submit: no request exists
     WAIT = "wait"  # the provider took the request; polling, fetching or downloading it fails
 
@@ -55,6 +56,8 @@ class ScriptedBackend:
         step = self.script.pop(0) if self.script else Step()
         ref = progress.resume
         if ref is None:
+            if step.error is not None and step.at is At.PREPARE:
+                raise step.error
             await progress.submitting()
             if step.error is not None and step.at is At.SUBMIT:
                 self.refused += 1

@@ -12,7 +12,7 @@ from engine.attempt import Attempt, AttemptProgress, Renderer
 from engine.backend import GenerationResult, Progress, ProviderRef
 from engine.clock import SYSTEM_CLOCK
 from engine.dispatch import Dispatcher
-from engine.errors import FailureKind, ProtocolError, ProviderFailedError, TransientError
+from engine.errors import AuthError, FailureKind, ProtocolError, ProviderFailedError, TransientError
 from engine.gate import BreakerState
 from engine.request import GenerationRequest
 from storage import jobs
@@ -398,6 +398,23 @@ async def test_a_submit_whose_worker_died_before_storing_the_answer_is_never_sen
         assert h.fal.requests() == [] and h.replicate.requests() == []  # neither again nor elsewhere
         assert await credits_of(db, user) == (2, 0)
         assert await drift(db) == []
+
+
+async def test_a_job_whose_unanswered_submit_may_be_held_is_not_failed_over_when_its_backend_breaks(
+    db: Database, tmp_path: Path
+) -> None:
+    async with harness(db, tmp_path) as h:
+        user = await new_user(db, credits=2)
+        first = ScriptedBackend("first", script=[Step(AuthError("the key was revoked"), at=At.PREPARE)])
+        second = ScriptedBackend("second")
+        await h.submit("j1", user)
+        dispatcher = h.dispatcher(["first", "second"], backends={"first": first, "second": second})
+        await dead_attempt(h, dispatcher, "first")
+        await h.drain(dispatcher)
+        job = await h.job("j1")
+        assert job.state == JobState.FAILED and job.error == FailureKind.AUTH
+        assert first.submitted == [] and second.submitted == []
+        assert await credits_of(db, user) == (2, 0)
 
 
 async def test_a_request_a_provider_holds_is_resumed_there_even_with_its_circuit_open(

@@ -170,6 +170,9 @@ class Settings(BaseSettings):
     data_dir: Path = Path("./data")
     database_url: str | None = None
     database_schema: str | None = None
+    # Connections per process on PostgreSQL: up to 4 x this (two engines, each with as much overflow) plus one
+    # for notifications; keep processes x that under the server's max_connections.
+    database_pool_size: int = Field(10, ge=1, le=100)
     route: Annotated[list[str], NoDecode] = Field(default_factory=list)
     admins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_identities: int = Field(10, ge=1, description="saved faces per user")

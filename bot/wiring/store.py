@@ -74,7 +74,9 @@ def _database(settings: Settings) -> Database:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OperatorError(f"LIKENESS_DATA_DIR: cannot create {settings.data_dir}: {exc.strerror}") from exc
-    return Database(settings.resolved_database_url, schema=settings.database_schema)
+    return Database(
+        settings.resolved_database_url, schema=settings.database_schema, pool_size=settings.database_pool_size
+    )
 
 
 def _first_line(exc: BaseException) -> str:

@@ -71,3 +71,11 @@ def test_secrets_are_every_token_key_and_the_database_password() -> None:
         "db-password", "1:tg-token", "hook-secret", "dc-token", "fal-key", "rep-token", "ws-key", "sg-key",
     }  # fmt: skip
     assert settings().secrets() == []
+
+
+def test_the_pool_size_reaches_the_store_and_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LIKENESS_DATABASE_POOL_SIZE", "4")
+    assert settings().database_pool_size == 4
+    with pytest.raises(SettingsError) as raised:
+        settings(database_pool_size=0)
+    assert raised.value.message.startswith("LIKENESS_DATABASE_POOL_SIZE")

@@ -67,6 +67,8 @@ async def test_two_workers_and_a_bot_finish_every_job_once_when_one_worker_dies(
                 "LIKENESS_DISPATCH__POLL_S": "0.2",
                 "LIKENESS_DISPATCH__CONCURRENCY": "30",
                 "LIKENESS_METRICS__ADDRESS": "",
+                # Three processes stay well under a default server's 100 connections, beside other tests.
+                "LIKENESS_DATABASE_POOL_SIZE": "5",
             }
         )
         upgrade = await spawn(env, "db", "upgrade", log=tmp_path / "upgrade.log")

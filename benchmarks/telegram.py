@@ -19,13 +19,15 @@ import aiohttp
 
 from benchmarks.instant import InstantBackend
 from bot.settings import Settings
-from bot.wiring.engine import EngineParts
+from bot.wiring.engine import EngineParts, worker_ttl_s
 from bot.wiring.service import serve
 from bot.wiring.store import open_blobs, open_database
 from engine.dispatch import Dispatcher
 from engine.events import ProgressHub
+from engine.fleet import FleetView
 from engine.metrics import Metrics
 from engine.routing import Router
+from storage import notify
 from tests.bot.telegram.stack import face_photo
 from tests.fakes.telegram import FakeTelegram
 
@@ -59,6 +61,9 @@ async def measure(users: int, rate: float) -> tuple[float, float, int, float]:
                 },  # type: ignore[arg-type]
                 dispatch={"poll_s": 0.05},  # type: ignore[arg-type]
                 credits={"new_user": 100},  # type: ignore[arg-type]
+                # The service's own cost is measured: no face checks or privacy notice on a plain test photo.
+                judge={"enabled": False},  # type: ignore[arg-type]
+                privacy={"consent": False},  # type: ignore[arg-type]
             )
             db = await open_database(settings)
             backend = InstantBackend()
@@ -73,7 +78,9 @@ async def measure(users: int, rate: float) -> tuple[float, float, int, float]:
                 worker_id=f"{socket.gethostname()}:{os.getpid()}", metrics=metrics,
             )  # fmt: skip
             async with aiohttp.ClientSession() as http:
-                runtime = EngineParts(settings, db, blobs, http, hub, router, dispatcher, metrics)
+                notifier = notify.open_notifier(db)
+                fleet = FleetView(db, ttl_s=worker_ttl_s(settings))
+                runtime = EngineParts(settings, db, blobs, http, hub, router, dispatcher, metrics, notifier, fleet)
                 stop = asyncio.Event()
                 serving = asyncio.create_task(serve(runtime, stop))
                 await telegram.wait_for(lambda: telegram.waiting_polls > 0, timeout=30)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
+import signal
 import tempfile
 from pathlib import Path
 
@@ -22,7 +24,7 @@ async def main() -> None:
     parser.add_argument("--jobs", type=int, default=5000)
     parser.add_argument("--chat-jobs", type=int, default=20)
     parser.add_argument("--users", type=int, default=100)
-    parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--within-s", type=float, default=1800.0)
     args = parser.parse_args()
@@ -36,10 +38,15 @@ async def main() -> None:
         seed=args.seed,
         within_s=args.within_s,
     )
+    # SIGTERM ends the run as Ctrl-C does: its processes stopped, its schema dropped.
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     with tempfile.TemporaryDirectory() as tmp:
         await soak(config, args.postgres, Path(tmp))
     print("all invariants hold")
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())

@@ -283,6 +283,7 @@ class Figures:
     provider_faults: int = 0
     chat_bursts: int = 0
     kills: int = 0
+    worker_exits: int = 0  # workers that ended without being killed
     resumed_jobs: int = 0  # claimed again after their worker died
     interrupted_submits: int = 0  # a worker died between sending a submit and storing its answer
     deliveries: int = 0
@@ -301,7 +302,8 @@ class Figures:
             f"provider faults     {self.provider_faults}",
             f"chat fault bursts   {self.chat_bursts}",
             f"worker SIGKILLs     {self.kills}: {self.resumed_jobs} jobs claimed again, {self.interrupted_submits} of "
-            "them with a submit sent and its answer lost (failed unknown_outcome, refunded, never re-sent)",
+            "them with a submit sent and its answer lost (failed unknown_outcome, refunded, never re-sent); "
+            f"{self.worker_exits} workers ended by themselves",
             f"deliveries          {self.deliveries} delivered, {self.undeliverable} undeliverable",
             f"refunds             {self.refunds}",
             f"orphans swept       {self.orphans_swept}",
@@ -359,8 +361,8 @@ class Soak:
                 "LIKENESS_QUEUE__LEASE_S": "3",
                 "LIKENESS_QUEUE__HEARTBEAT_S": "1",
                 "LIKENESS_QUEUE__RUNNING_CAP": "50",
-                "LIKENESS_DISPATCH__CONCURRENCY": "40",
-                "LIKENESS_DISPATCH__DEFAULT_BACKEND_CONCURRENCY": "40",
+                "LIKENESS_DISPATCH__CONCURRENCY": "25",
+                "LIKENESS_DISPATCH__DEFAULT_BACKEND_CONCURRENCY": "25",
                 "LIKENESS_DISPATCH__POLL_S": "0.5",
                 "LIKENESS_DISPATCH__BACKOFF_BASE_S": "0.2",
                 "LIKENESS_DISPATCH__BACKOFF_CAP_S": "2",
@@ -512,10 +514,15 @@ class Soak:
             await asyncio.sleep(self.rng.uniform(0.5, 2.0))
 
     async def kill_loop(self, env: dict[str, str], stop: asyncio.Event) -> None:
-        """SIGKILL a random worker that is running jobs every few seconds, and start another in its place."""
+        """SIGKILL a random worker that is running jobs every few seconds, and start another in its place. A
+        worker that ended by itself is counted (its log says why; ``errors`` reports it) and replaced too."""
         low, high = self.config.kill_every_s
         while not stop.is_set():
             await asyncio.sleep(self.rng.uniform(low, high))
+            for index, worker in enumerate(self.workers):
+                if worker.process.returncode is not None:
+                    self.figures.worker_exits += 1
+                    self.workers[index] = await self.start_worker(env)
             busy = [i for i, worker in enumerate(self.workers) if worker.busy(self.tmp)]
             if not busy:
                 continue
@@ -532,24 +539,20 @@ class Soak:
         as text), until every job has ended. A burst is a number of failing calls: the next one on a method
         waits until the last is spent, so a lone retry never meets an outage that piled up while it waited."""
         low, high = self.config.chat_burst_every_s
-        pending: Counter[str] = Counter()
-        seen = 0
+        injected: Counter[str] = Counter()
         while not stop.is_set() and not self.rendered:
             await asyncio.sleep(self.rng.uniform(low, high))
-            calls = telegram.calls[seen:]
-            seen += len(calls)
-            for call in calls:
-                if call.status in (429, 502):  # only the bursts answer these
-                    pending[call.method] -= 1
             method, most = self.rng.choice((("sendPhoto", 8), ("sendPhoto", 8), ("sendMessage", 3)))
-            if pending[method] > 0:
+            # Only the bursts answer 429 or 502 (a call's status is set once it is answered, so all are read).
+            spent = sum(1 for call in telegram.calls if call.method == method and call.status in (429, 502))
+            if spent < injected[method]:
                 continue
             times = self.rng.randint(1, most)
             if self.rng.random() < 0.5:
                 telegram.fail_next(method, times, error_code=502, description="Bad Gateway")
             else:
                 telegram.rate_limit(method, times, retry_after=self.rng.randint(1, 2))
-            pending[method] += times
+            injected[method] += times
             self.figures.chat_bursts += 1
 
     async def block_some(self, telegram: FakeTelegram, stop: asyncio.Event) -> None:

@@ -140,18 +140,24 @@ async def check_outcome(
     db: Database, telegram: FakeTelegram, fake_fal: fal.FakeFal, owners: list[tuple[int, int]]
 ) -> None:
     rerun = 0
+    charged: dict[int, int] = {}
     for i in range(JOBS):
         job = await db.read(jobs.get, job_id=f"scale-{i}")
-        assert job is not None and job.state == JobState.SUCCEEDED
+        assert job is not None
+        # A job whose submit the worker had sent, but whose answer it had not stored, when it died is failed
+        # (refunded) rather than sent again: the provider may have taken it.
+        interrupted = job.error == "unknown_outcome" and "stopped before storing its answer" in (job.error_detail or "")
+        assert job.state == JobState.SUCCEEDED or (job.state == JobState.FAILED and interrupted), job.error_detail
         rerun += job.attempt > 1
+        charged[job.user_id] = charged.get(job.user_id, 0) + (job.state == JobState.SUCCEEDED)
     assert rerun > 0  # the killed worker had jobs in flight; others resumed them after the lease
     assert len(fake_fal.requests("submit")) == JOBS  # nothing submitted (paid for) twice
     photos = [m for m in telegram.all_messages() if m.photo is not None]
-    assert len(photos) == JOBS
+    assert len(photos) == sum(charged.values()) >= JOBS - 10
     assert await db.read(reconcile.find_drift) == []
     for user_id, _chat in owners:
         user = await db.read(users.get_user, user_id=user_id)
-        assert user is not None and (user.credits, user.reserved) == (50 - JOBS // USERS, 0)
+        assert user is not None and (user.credits, user.reserved) == (50 - charged.get(user_id, 0), 0)
 
 
 async def finished(db: Database) -> int:

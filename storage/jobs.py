@@ -458,21 +458,7 @@ def cancel_all_of_user(*, session: Connection, user_id: int, now: float) -> list
     """Cancel every unfinished job of a user (e.g. just banned): queued ones now, refunded; running ones are
     asked to stop, and end cancelled and refunded even if their render completes first. Returns the queued
     ones cancelled now."""
-    rows = session.execute(
-        update(t.jobs)
-        .where(_j.user_id == user_id, t.QUEUED)
-        .values(
-            state=JobState.CANCELLED,
-            finished_at=now,
-            updated_at=now,
-            error="cancelled",
-            delivery_state=DeliveryState.PENDING,
-        )
-        .returning(_j.id, _j.user_id, _j.cost, _j.created_at)
-    ).all()
-    for row in rows:
-        _refund(session, row.id, row, now, was_running=False)
-        add_event(session=session, job_id=row.id, kind="cancelled", now=now)
+    rows = _end_queued(session, _j.user_id == user_id, JobState.CANCELLED, "cancelled", now)
     session.execute(
         update(t.jobs)
         .where(_j.user_id == user_id, _j.state == JobState.RUNNING)
@@ -585,22 +571,24 @@ def _end_overdue(session: Connection, now: float, limit: int, owners: list[int])
     )
     if not due:
         return []
-    ended = session.execute(
+    ended = _end_queued(session, _j.id.in_(due), JobState.FAILED, "deadline", now)
+    return sorted(row.id for row in ended)
+
+
+def _end_queued(session: Connection, which: Any, state: JobState, reason: str, now: float) -> list[Any]:
+    """End the queued jobs ``which`` selects in ``state`` for ``reason``: refunded, the user told (delivery
+    pending), an event each. Returns the ended rows."""
+    rows = session.execute(
         update(t.jobs)
-        .where(_j.id.in_(due), t.QUEUED)
-        .values(
-            state=JobState.FAILED,
-            finished_at=now,
-            updated_at=now,
-            error="deadline",
-            delivery_state=DeliveryState.PENDING,
-        )
+        .where(which, t.QUEUED)
+        .values(state=state, finished_at=now, updated_at=now, error=reason, delivery_state=DeliveryState.PENDING)
         .returning(_j.id, _j.user_id, _j.cost, _j.created_at)
     ).all()
-    for row in ended:
+    for row in rows:
         _refund(session, row.id, row, now, was_running=False)
-        add_event(session=session, job_id=row.id, kind="failed", now=now, data={"reason": "deadline"})
-    return sorted(row.id for row in ended)
+        data = None if state is JobState.CANCELLED else {"reason": reason}
+        add_event(session=session, job_id=row.id, kind=str(state), now=now, data=data)
+    return list(rows)
 
 
 def set_provider_ref(*, session: Connection, job_id: str, attempt: int, ref: dict[str, Any], now: float) -> bool:

@@ -317,7 +317,8 @@ async def test_a_fleet_routes_by_backend_shows_progress_waits_for_workers_and_dr
             assert len(fake_fal.requests("submit")) == 5  # resumed, not submitted again
 
             # And a local job running when its worker is told to stop finishes within the drain.
-            await submit("local-finishing", "local", steps=4)
+            # Big enough to be caught rendering: at 256² and 4 steps the tiny models finish in about 0.1 s.
+            await submit("local-finishing", "local", width=512, height=512, steps=24)
             await until(
                 lambda: fleet.job("local-finishing"), lambda j: j.state == JobState.RUNNING, within_s=60, what="start"
             )
